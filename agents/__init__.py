@@ -1,0 +1,19 @@
+"""Agents: a plain registry from name to a constructor `make_<name>(config) -> Agent`."""
+
+import ml_collections
+
+from agents.agent import Agent
+from agents.qgf import make_qgf
+
+AGENTS = {
+    "qgf": make_qgf,
+}
+
+
+def make(name: str, config: ml_collections.ConfigDict) -> Agent:
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
+    return AGENTS[name](config)
+
+
+__all__ = ["AGENTS", "Agent", "make"]

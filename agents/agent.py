@@ -1,0 +1,20 @@
+"""The `Agent` bundle: pure functions closed over one agent's config."""
+
+from typing import Any, Callable, NamedTuple
+
+Batch = dict[str, Any]
+
+
+class Agent(NamedTuple):
+    """Pure functions of one agent; the state they pass around is a PyTree.
+
+    init(key, example_batch) -> state
+    update(state, batch) -> (state, metrics)
+    act(state, observations, key, guidance_weight=None, goals=None) -> actions [B, H, A]
+    validate(state, batch) -> metrics   (the training losses, without gradients or state change)
+    """
+
+    init: Callable[..., Any]
+    update: Callable[..., tuple[Any, dict]]
+    act: Callable[..., Any]
+    validate: Callable[..., dict]

@@ -1,0 +1,52 @@
+"""Losses shared by the agents: flow-matching BC, IQL's expectile value regression and chunked TD.
+
+Each returns `(loss, metrics)`; the networks are passed as apply functions with the parameters to
+differentiate, and every other network output they need arrives as a plain (gradient-free) array.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def flow_matching_loss(velocity_apply, params, observations, actions, valid, key, denoising_steps, goals=None):
+    """‖v(s, a_t, t) − (a_1 − a_0)‖² with a_0 ~ N(0, I), t on {0, 1/K, ..., 1}, a_t = (1 − t) a_0 + t a_1.
+
+    `actions` is the chunk [B, H, A]; each action's error is weighted by `valid` [B, H] so that the
+    padding after an episode's end is never cloned.
+    """
+    batch_size, horizon, action_dim = actions.shape
+    clean = actions.reshape(batch_size, horizon * action_dim)
+    noise_key, time_key = jax.random.split(key)
+    noise = jax.random.normal(noise_key, clean.shape, clean.dtype)
+    times = jax.random.randint(time_key, (batch_size,), 0, denoising_steps + 1).astype(clean.dtype) / denoising_steps
+    noisy = (1.0 - times)[:, None] * noise + times[:, None] * clean
+    velocity = velocity_apply(params, observations, noisy, times, goals)
+    squared_error = jnp.square(velocity - (clean - noise)).reshape(batch_size, horizon, action_dim)
+    loss = jnp.mean(squared_error * valid[:, :, None])
+    return loss, {"policy/bc_loss": loss}
+
+
+def expectile_loss(difference: jax.Array, expectile: float) -> jax.Array:
+    """Asymmetric squared loss |τ − 1(d < 0)| d², elementwise, for d = target − prediction."""
+    weight = jnp.where(difference > 0, expectile, 1.0 - expectile)
+    return weight * jnp.square(difference)
+
+
+def value_loss(value_apply, params, observations, target_q, expectile, goals=None):
+    """IQL: expectile regression of V(s) toward the (aggregated, target) Q of the dataset's chunk."""
+    v = value_apply(params, observations, goals)
+    loss = jnp.mean(expectile_loss(target_q - v, expectile))
+    return loss, {"value/loss": loss, "value/v_mean": jnp.mean(v), "value/v_max": jnp.max(v)}
+
+
+def chunk_td_target(rewards, masks, next_values, discount):
+    """R + γ^H · mask · V(s_{t+H}), with R and mask the chunk's last cumulative entries [B, H]."""
+    horizon = rewards.shape[1]
+    return rewards[:, -1] + (discount**horizon) * masks[:, -1] * next_values
+
+
+def critic_td_loss(critic_apply, params, observations, flat_actions, td_target, weights, goals=None):
+    """Squared TD error of every ensemble member, each chunk weighted by its validity `weights` [B]."""
+    q = critic_apply(params, observations, flat_actions, goals)  # [E, B]
+    loss = jnp.mean(jnp.square(q - td_target[None]) * weights[None])
+    return loss, {"critic/loss": loss, "critic/q_mean": jnp.mean(q), "critic/q_max": jnp.max(q)}

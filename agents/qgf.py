@@ -1,0 +1,136 @@
+"""QGF: Q-guided flow, a policy improved entirely at test time.
+
+Training is two independent supervised-style objectives in one jitted step: flow-matching behaviour
+cloning of the dataset's action chunks (the velocity field), and an IQL critic (an ensemble Q with a
+Polyak target, and an expectile value V) fit by chunked TD. No actor-critic loss exists. At test time
+`act` integrates the flow with `guidance.sample`, adding w ∇Q at the clean-action estimate to every
+Euler step; `config.estimator` selects the gradient estimator (`qgf`, `jacobian`, `noisy`, `bptt`,
+`none`) and `config.best_of_n` draws several guided candidates and keeps the highest-Q one.
+
+Batches carry `observations [B, O]`, `actions [B, H, A]`, `rewards [B, H]` (discounted, cumulative),
+`masks [B, H]`, `valid [B, H]`, `next_observations [B, H, O]` and optionally `goals [B, G]` (every
+network then takes the goal as an extra input).
+"""
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax.training.train_state import TrainState
+
+import guidance
+from agents.agent import Agent, Batch
+from agents.losses import chunk_td_target, critic_td_loss, flow_matching_loss, value_loss
+from agents.train_states import adam_train_state, polyak_update, target_train_state
+from networks import Critic, Value, VelocityField, aggregate
+
+
+class QGFState(flax.struct.PyTreeNode):
+    policy: TrainState  # The velocity field.
+    critic: TrainState
+    target_critic: TrainState
+    value: TrainState
+    rng: jax.Array  # Drives the flow-matching noise and times of `update`.
+    step: jax.Array
+    action_dim: int = flax.struct.field(pytree_node=False)  # A, the size of one action of the chunk.
+
+
+def make_qgf(config: ml_collections.ConfigDict) -> Agent:
+    horizon = config.horizon
+    steps = config.denoising_steps
+
+    def networks(flat_action_dim: int):
+        velocity = VelocityField(
+            config.actor_hidden_dims, flat_action_dim, config.activation, config.actor_layer_norm
+        )
+        critic = Critic(config.critic_hidden_dims, config.num_critics, config.activation, config.critic_layer_norm)
+        value = Value(config.critic_hidden_dims, config.activation, config.critic_layer_norm)
+        return velocity, critic, value
+
+    def init(key: jax.Array, example_batch: Batch) -> QGFState:
+        observations, goals = example_batch["observations"], example_batch.get("goals")
+        chunk = example_batch["actions"]
+        if chunk.ndim != 3 or chunk.shape[1] != horizon:
+            raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
+        flat_actions = chunk.reshape(chunk.shape[0], -1)
+        velocity, critic, value = networks(flat_actions.shape[-1])
+        policy_key, critic_key, value_key, rng = jax.random.split(key, 4)
+        times = jnp.zeros(flat_actions.shape[:1])
+        critic_params = critic.init(critic_key, observations, flat_actions, goals)
+        return QGFState(
+            policy=adam_train_state(velocity, velocity.init(policy_key, observations, flat_actions, times, goals), config.lr),
+            critic=adam_train_state(critic, critic_params, config.lr),
+            target_critic=target_train_state(critic, critic_params),
+            value=adam_train_state(value, value.init(value_key, observations, goals), config.lr),
+            rng=rng,
+            step=jnp.zeros((), jnp.int32),
+            action_dim=chunk.shape[2],
+        )
+
+    def total_loss(params, state: QGFState, batch: Batch, key: jax.Array):
+        observations, goals = batch["observations"], batch.get("goals")
+        flat_actions = batch["actions"].reshape(batch["actions"].shape[0], -1)
+        bc_loss, bc_metrics = flow_matching_loss(
+            state.policy.apply_fn, params["policy"], observations, batch["actions"], batch["valid"], key, steps, goals
+        )
+        target_q = aggregate(
+            state.target_critic.apply_fn(state.target_critic.params, observations, flat_actions, goals),
+            config.critic_aggregation,
+        )
+        v_loss, v_metrics = value_loss(state.value.apply_fn, params["value"], observations, target_q, config.expectile, goals)
+        next_observations = batch["next_observations"][:, -1]
+        next_goals = goals  # A goal stays fixed along the chunk.
+        next_values = jax.lax.stop_gradient(state.value.apply_fn(state.value.params, next_observations, next_goals))
+        td_target = chunk_td_target(batch["rewards"], batch["masks"], next_values, config.discount)
+        q_loss, q_metrics = critic_td_loss(
+            state.critic.apply_fn, params["critic"], observations, flat_actions, td_target, batch["valid"][:, -1], goals
+        )
+        return bc_loss + v_loss + q_loss, {**bc_metrics, **v_metrics, **q_metrics}
+
+    def current_params(state: QGFState):
+        return {"policy": state.policy.params, "critic": state.critic.params, "value": state.value.params}
+
+    def update(state: QGFState, batch: Batch):
+        rng, key = jax.random.split(state.rng)
+        grads, metrics = jax.grad(total_loss, has_aux=True)(current_params(state), state, batch, key)
+        critic = state.critic.apply_gradients(grads=grads["critic"])
+        new_state = state.replace(
+            policy=state.policy.apply_gradients(grads=grads["policy"]),
+            critic=critic,
+            target_critic=polyak_update(state.target_critic, critic.params, config.target_rate),
+            value=state.value.apply_gradients(grads=grads["value"]),
+            rng=rng,
+            step=state.step + 1,
+        )
+        return new_state, metrics
+
+    def validate(state: QGFState, batch: Batch):
+        _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
+        return metrics
+
+    def act(state: QGFState, observations, key, guidance_weight=None, goals=None):
+        weight = config.guidance_weight if guidance_weight is None else guidance_weight
+        batch_size = observations.shape[0]
+        flat_action_dim = horizon * state.action_dim
+        inputs = (observations, goals)
+
+        def velocity_fn(inputs, actions, times):
+            return state.policy.apply_fn(state.policy.params, inputs[0], actions, times, inputs[1])
+
+        def critic_fn(inputs, actions):
+            q = state.critic.apply_fn(state.critic.params, inputs[0], actions, inputs[1])
+            return aggregate(q, config.critic_aggregation)
+
+        if config.best_of_n > 1:
+            noise = jax.random.normal(key, (batch_size, config.best_of_n, flat_action_dim))
+            actions = guidance.best_of_n(
+                velocity_fn, critic_fn, inputs, noise, guidance_weight=weight, estimator=config.estimator, steps=steps
+            )
+        else:
+            noise = jax.random.normal(key, (batch_size, flat_action_dim))
+            actions = guidance.sample(
+                velocity_fn, critic_fn, inputs, noise, guidance_weight=weight, estimator=config.estimator, steps=steps
+            )
+        return actions.reshape(batch_size, horizon, state.action_dim)
+
+    return Agent(init=init, update=update, act=act, validate=validate)

@@ -1,0 +1,20 @@
+"""Train-state construction and the Polyak target update, shared by every agent."""
+
+import flax.linen as nn
+import jax
+import optax
+from flax.training.train_state import TrainState
+
+
+def adam_train_state(module: nn.Module, params, learning_rate: float) -> TrainState:
+    return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(learning_rate))
+
+
+def target_train_state(module: nn.Module, params) -> TrainState:
+    """A train state that is never stepped by an optimizer, only by `polyak_update`."""
+    return TrainState.create(apply_fn=module.apply, params=params, tx=optax.set_to_zero())
+
+
+def polyak_update(target: TrainState, online_params, rate: float) -> TrainState:
+    params = jax.tree_util.tree_map(lambda t, o: (1.0 - rate) * t + rate * o, target.params, online_params)
+    return target.replace(params=params)

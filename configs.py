@@ -35,6 +35,22 @@ def qgf_config() -> ml_collections.ConfigDict:
     return c
 
 
+def run_config() -> ml_collections.ConfigDict:
+    """Settings of a run rather than of an agent; `main.py` flags of the same name override them."""
+    c = ml_collections.ConfigDict()
+    c.env_name = "cube-double-play-singletask-task2-v0"  # OGBench task trained and evaluated.
+    c.train_steps = 500_000  # Gradient steps in total.
+    c.steps_per_call = 1000  # Update steps per compiled call (a lax.scan on the device).
+    c.log_every = 5000  # Steps between train.csv / TensorBoard rows.
+    c.eval_every = 100_000  # Steps between evaluation sweeps (one more at the end).
+    c.save_every = 50_000  # Steps between checkpoints (one more at the end).
+    c.eval_episodes = 30  # Episodes per guidance weight.
+    c.dataset_dir = ""  # Where datasets live ("" is OGBench's ~/.ogbench/data).
+    c.dataset_episodes = 0  # Episodes to generate when the dataset is missing (0: OGBench's count).
+    c.dataset_episode_steps = 1001  # Steps per generated episode (OGBench's recipe: 1001).
+    return c
+
+
 AGENT_CONFIGS = {
     "qgf": qgf_config,
 }
@@ -57,10 +73,25 @@ def demo_preset(c: ml_collections.ConfigDict) -> None:
     c.guidance_weights = (0.0, 0.01, 0.03, 0.1, 0.3)
 
 
+def demo_run(r: ml_collections.ConfigDict) -> None:
+    r.env_name = "cube-single-play-singletask-task1-v0"
+    r.train_steps = 20_000
+    r.steps_per_call = 500
+    r.log_every = 1000
+    r.eval_every = 20_000
+    r.save_every = 10_000
+    r.eval_episodes = 20
+    # A small dataset of its own, so it never stands in for OGBench's full-size file.
+    r.dataset_dir = "~/.ogbench/data/qgf-demo"
+    r.dataset_episodes = 40
+    r.dataset_episode_steps = 1001
+
+
+# Each preset changes the agent config and the run config in place.
 PRESETS = {
-    "default": lambda c: None,
-    "paper": paper_preset,
-    "demo": demo_preset,
+    "default": (lambda c: None, lambda r: None),
+    "paper": (paper_preset, lambda r: None),
+    "demo": (demo_preset, demo_run),
 }
 
 
@@ -70,5 +101,13 @@ def get_config(agent: str = "qgf", preset: str = "default") -> ml_collections.Co
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     config = AGENT_CONFIGS[agent]()
-    PRESETS[preset](config)
+    PRESETS[preset][0](config)
+    return config
+
+
+def get_run_config(preset: str = "default") -> ml_collections.ConfigDict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    config = run_config()
+    PRESETS[preset][1](config)
     return config

@@ -2,6 +2,7 @@
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
@@ -11,7 +12,12 @@ def adam_train_state(module: nn.Module, params, learning_rate: float) -> TrainSt
 
 
 def target_train_state(module: nn.Module, params) -> TrainState:
-    """A train state that is never stepped by an optimizer, only by `polyak_update`."""
+    """A train state that is never stepped by an optimizer, only by `polyak_update`.
+
+    The parameters are copied so that the target never shares a buffer with the online network
+    (a jitted update donates both).
+    """
+    params = jax.tree_util.tree_map(jnp.copy, params)
     return TrainState.create(apply_fn=module.apply, params=params, tx=optax.set_to_zero())
 
 

@@ -1,0 +1,1 @@
+"""Throughput and cost measurements of qgf, written as JSON (see bench/README.md)."""

@@ -1,0 +1,386 @@
+"""Generate OGBench manipulation datasets offline with the scripted oracles shipped in `ogbench`.
+
+Follows OGBench's published recipe (its `data_gen_scripts`), in its exact file format, so that
+`ogbench.make_env_and_datasets` (which skips the download when the files exist) and this
+project's loader read the result unchanged:
+
+- env: `gymnasium.make(<family>-v0, terminate_at_goal=False, mode='data_collection',
+  max_episode_steps=1001)`: one episode is 1001 rows, the last with `terminals=True`;
+- `play`: plan oracles (noise 0.1, smoothing 0.5); `noisy`: Markov oracles (min_norm 0.4) with
+  Gaussian noise of per-episode level xi ~ U(0, 0.1) times [1, 1, 1, 3, 10] per action dimension,
+  and a uniformly random action with probability 0.1 (cube, scene) or 0.2 (puzzle);
+- a new target (`set_new_target(p_stack=...)`) whenever the oracle reports done; scene episodes
+  that fail OGBench's health check (cube out of view) are collected again;
+- rows: `observations` (s_t), `actions` (a_t), `terminals` (bool, last row of an episode),
+  `qpos`/`qvel` (the simulator state of s_t), `button_states` (int64, scene and puzzle).
+
+Each episode draws its randomness from `SeedSequence([seed, episode_index])`, so a file depends
+only on the seed (and, trivially, on nothing else: the worker count does not change it).
+Usage: `python -m envs.generate --dataset=cube-single-play-v0 [--episodes=N] [--dir=DIR]
+[--seed=S] [--workers=W] [--max_episode_steps=1001]`.
+"""
+
+import argparse
+import multiprocessing
+import os
+import queue as queue_lib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+from envs.specs import FAMILIES, parse_name
+
+DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's default, where its loader looks
+PLAN_NOISE = 0.1  # plan oracles: noise level added to the plan
+PLAN_NOISE_SMOOTHING = 0.5  # plan oracles: Gaussian smoothing (in steps) of that noise
+MARKOV_MIN_NORM = 0.4  # Markov oracles: minimum norm of the relative position they move along
+MARKOV_MAX_NOISE = 0.1  # Markov oracles: per-episode noise level xi ~ U(0, MARKOV_MAX_NOISE)
+MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])  # xi multiplier per action dimension
+SCENE_CUBE_MAX_STEP = 100  # scene's Markov cube oracle gives up after this many steps (see note)
+# Generation speed of one worker measured on this project's 2-core CPU box (shared, so a
+# conservative figure; play datasets), used only to print an expected duration.
+MEASURED_STEPS_PER_S = {'cube': 280.0, 'scene': 190.0, 'puzzle': 150.0}
+
+
+def default_dataset_dir() -> str:
+    return os.path.expanduser(DEFAULT_DATASET_DIR)
+
+
+def generate_command(name: str, dataset_dir: str | None = None) -> str:
+    """The shell command that generates the dataset behind `name` (used in error messages)."""
+    dataset_name = parse_name(name).dataset_name
+    cmd = f'python -m envs.generate --dataset={dataset_name}'
+    if dataset_dir is not None and os.path.expanduser(dataset_dir) != default_dataset_dir():
+        cmd += f' --dir={dataset_dir}'
+    return cmd
+
+
+def _make_oracles(env, kind: str, dataset_type: str) -> dict:
+    """Oracles by OGBench task name ('cube', 'button', 'drawer', 'window')."""
+    if dataset_type == 'play':
+        from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
+        from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+        from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
+        from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
+
+        kw = dict(env=env, noise=PLAN_NOISE, noise_smoothing=PLAN_NOISE_SMOOTHING)
+        if kind == 'cube':
+            return {'cube': CubePlanOracle(**kw)}
+        if kind == 'scene':
+            return {
+                'cube': CubePlanOracle(**kw),
+                'button': ButtonPlanOracle(**kw),
+                'drawer': DrawerPlanOracle(**kw),
+                'window': WindowPlanOracle(**kw),
+            }
+        return {'button': ButtonPlanOracle(gripper_always_closed=True, **kw)}
+
+    from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+    from ogbench.manipspace.oracles.markov.drawer_markov import DrawerMarkovOracle
+    from ogbench.manipspace.oracles.markov.window_markov import WindowMarkovOracle
+
+    kw = dict(env=env, min_norm=MARKOV_MIN_NORM)
+    if kind == 'cube':
+        return {'cube': CubeMarkovOracle(**kw)}
+    if kind == 'scene':
+        # Note: ogbench 1.2.2's CubeMarkovOracle.reset sets its step limit back to 200, so this
+        # argument (OGBench's recipe) has no effect with the installed package.
+        return {
+            'cube': CubeMarkovOracle(max_step=SCENE_CUBE_MAX_STEP, **kw),
+            'button': ButtonMarkovOracle(**kw),
+            'drawer': DrawerMarkovOracle(**kw),
+            'window': WindowMarkovOracle(**kw),
+        }
+    return {'button': ButtonMarkovOracle(gripper_always_closed=True, **kw)}
+
+
+def _scene_is_healthy(qpos: np.ndarray) -> bool:
+    """OGBench's scene check: the cube stays in view unless it is inside the drawer."""
+    cube_xyz = qpos[:, 14:17]
+    too_far_right = cube_xyz[:, 1] >= 0.29
+    too_far_left = (cube_xyz[:, 1] <= -0.3) & ((cube_xyz[:, 2] < 0.06) | (cube_xyz[:, 2] > 0.08))
+    return not (too_far_right.any() or too_far_left.any())
+
+
+class _Collector:
+    """One environment and its oracles, collecting whole episodes."""
+
+    def __init__(self, dataset_name: str, max_episode_steps: int):
+        import gymnasium
+        import ogbench.manipspace  # noqa: F401  (registers the environments)
+
+        parsed = parse_name(dataset_name)
+        self.spec = FAMILIES[parsed.family]
+        self.dataset_type = parsed.dataset_type
+        self.env = gymnasium.make(
+            parsed.env_id, terminate_at_goal=False, mode='data_collection', max_episode_steps=max_episode_steps
+        )
+        self.oracles = _make_oracles(self.env, self.spec.kind, self.dataset_type)
+        self.has_buttons = hasattr(self.env.unwrapped, '_cur_button_states')
+
+    def episode(self, seed: int, episode_index: int) -> dict:
+        """Collect episode `episode_index` (retried while scene's health check fails)."""
+        seeds = np.random.SeedSequence([seed, episode_index]).generate_state(2)
+        # The oracles draw from NumPy's global generator: seed it, and give it back afterwards.
+        saved_state = np.random.get_state()
+        np.random.seed(seeds[0])
+        try:
+            env_seed = int(seeds[1])
+            while True:
+                rows = self._try_episode(env_seed)
+                env_seed = None  # a retry continues the environment's random stream
+                if self.spec.kind != 'scene' or _scene_is_healthy(rows['qpos']):
+                    return rows
+        finally:
+            np.random.set_state(saved_state)
+
+    def _try_episode(self, env_seed) -> dict:
+        env, spec = self.env, self.spec
+        ob, info = env.reset(seed=env_seed)
+        low, high = spec.p_stack
+        p_stack = np.random.uniform(low, high) if high > low else low
+        noisy = self.dataset_type == 'noisy'
+        p_random = spec.p_random_action if noisy else 0.0
+        xi = np.random.uniform(0.0, MARKOV_MAX_NOISE) if noisy else 0.0
+        oracle = self.oracles[info['privileged/target_task']]
+        oracle.reset(ob, info)
+
+        rows = {k: [] for k in ('observations', 'actions', 'terminals', 'qpos', 'qvel')}
+        if self.has_buttons:
+            rows['button_states'] = []
+        done = False
+        while not done:
+            if np.random.rand() < p_random:
+                action = np.random.uniform(-1.0, 1.0, size=5)
+            else:
+                action = np.asarray(oracle.select_action(ob, info), dtype=np.float64)
+                if noisy:
+                    action = action + np.random.normal(0.0, xi * MARKOV_NOISE_SCALE, size=action.shape)
+            action = np.clip(action, -1.0, 1.0)
+            next_ob, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            if oracle.done:
+                # As in OGBench, the new target's info only reaches the oracle through its reset;
+                # its next action still sees this step's info.
+                target_ob, target_info = env.unwrapped.set_new_target(p_stack=p_stack)
+                oracle = self.oracles[target_info['privileged/target_task']]
+                oracle.reset(target_ob, target_info)
+            rows['observations'].append(ob)
+            rows['actions'].append(action)
+            rows['terminals'].append(done)
+            rows['qpos'].append(info['prev_qpos'])
+            rows['qvel'].append(info['prev_qvel'])
+            if self.has_buttons:
+                rows['button_states'].append(info['prev_button_states'])
+            ob = next_ob
+        return {k: np.asarray(v, dtype=_DTYPES[k]) for k, v in rows.items()}
+
+
+_DTYPES = {
+    'observations': np.float32,
+    'actions': np.float32,
+    'terminals': bool,
+    'qpos': np.float32,
+    'qvel': np.float32,
+    'button_states': np.int64,
+}
+
+
+def _collect_range(dataset_name, seed, first, stop, max_episode_steps, out_path, report) -> None:
+    """Collect episodes [first, stop) and save them (uncompressed) with their lengths to out_path."""
+    collector = _Collector(dataset_name, max_episode_steps)
+    episodes = []
+    for index in range(first, stop):
+        episodes.append(collector.episode(seed, index))
+        report(len(episodes[-1]['terminals']))
+    arrays = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+    arrays['episode_lengths'] = np.array([len(e['terminals']) for e in episodes], dtype=np.int64)
+    with open(out_path, 'wb') as f:
+        np.savez(f, **arrays)
+
+
+def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id) -> None:
+    try:
+        _collect_range(
+            dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(('steps', steps))
+        )
+        queue.put(('done', worker_id))
+    except BaseException:
+        queue.put(('error', traceback.format_exc()))
+        raise
+
+
+def _save_compressed(path: str, arrays: dict) -> None:
+    with open(path, 'wb') as f:  # a file object: np.savez would otherwise append '.npz'
+        np.savez_compressed(f, **arrays)
+
+
+def _split_ranges(total: int, workers: int) -> list:
+    bounds = np.linspace(0, total, workers + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+class _Progress:
+    def __init__(self, total_episodes: int, enabled: bool, desc: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_episodes, unit='ep', desc=desc, disable=not enabled, dynamic_ncols=True)
+        self.steps = 0
+        self.start = time.time()
+
+    def update(self, steps: int) -> None:
+        self.steps += steps
+        self.bar.update(1)
+        self.bar.set_postfix(steps_per_s=f'{self.steps / max(time.time() - self.start, 1e-9):.0f}')
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def expected_minutes(name: str, episodes: int | None = None, workers: int | None = None, max_episode_steps=1001):
+    """Expected wall-clock minutes for `generate_dataset` with these settings on this project's box."""
+    parsed = parse_name(name)
+    episodes = parsed.spec.num_episodes if episodes is None else episodes
+    total = episodes + max(1, episodes // 10)
+    workers = max(1, min(workers or os.cpu_count() or 1, total))
+    rate = MEASURED_STEPS_PER_S[parsed.spec.kind] * workers
+    return total * max_episode_steps / rate / 60.0
+
+
+def generate_dataset(
+    name: str,
+    dataset_dir: str | None = None,
+    episodes: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    max_episode_steps: int = 1001,
+    progress: bool = True,
+) -> tuple:
+    """Generate `<dir>/<dataset>.npz` and `<dir>/<dataset>-val.npz`; return their paths.
+
+    `name` is a dataset name (`cube-single-play-v0`) or an env name built on it
+    (`cube-single-play-singletask-task1-v0`). `episodes` (default: OGBench's count for the
+    family) go to the training file and `max(1, episodes // 10)` more to the validation file.
+    `workers` processes (default: one per core) each collect a contiguous block of episodes.
+    """
+    parsed = parse_name(name)
+    dataset_name = parsed.dataset_name
+    dataset_dir = os.path.expanduser(dataset_dir or DEFAULT_DATASET_DIR)
+    episodes = parsed.spec.num_episodes if episodes is None else int(episodes)
+    if episodes < 1 or max_episode_steps < 2:
+        raise ValueError('Need at least one episode of at least two steps.')
+    num_val = max(1, episodes // 10)
+    total = episodes + num_val
+    workers = max(1, min(workers or os.cpu_count() or 1, total))
+    train_path = os.path.join(dataset_dir, f'{dataset_name}.npz')
+    val_path = os.path.join(dataset_dir, f'{dataset_name}-val.npz')
+    minutes = expected_minutes(dataset_name, episodes, workers, max_episode_steps)
+    print(
+        f'Generating {dataset_name}: {episodes} + {num_val} (val) episodes of {max_episode_steps} steps with '
+        f'{workers} worker(s), seed {seed}, into {dataset_dir} (expected about {minutes:.1f} min on a 2-core CPU).',
+        flush=True,
+    )
+
+    os.makedirs(dataset_dir, exist_ok=True)
+    work_dir = tempfile.mkdtemp(prefix=f'.{dataset_name}.partial.', dir=dataset_dir)
+    bar = _Progress(total, progress, dataset_name)
+    try:
+        ranges = _split_ranges(total, workers)
+        part_paths = [os.path.join(work_dir, f'part{i:03d}.npz') for i in range(len(ranges))]
+        if len(ranges) == 1:
+            _collect_range(dataset_name, seed, 0, total, max_episode_steps, part_paths[0], bar.update)
+        else:
+            _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar)
+        bar.close()
+
+        parts = [dict(np.load(p)) for p in part_paths]
+        lengths = np.concatenate([p.pop('episode_lengths') for p in parts])
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        num_train_rows = int(lengths[:episodes].sum())
+        tmp_train = os.path.join(work_dir, 'train.npz')
+        tmp_val = os.path.join(work_dir, 'val.npz')
+        _save_compressed(tmp_train, {k: v[:num_train_rows] for k, v in merged.items()})
+        _save_compressed(tmp_val, {k: v[num_train_rows:] for k, v in merged.items()})
+        # Rename the validation file first: a run stopped in between leaves no training file, and
+        # a missing training file is what every loader checks.
+        os.replace(tmp_val, val_path)
+        os.replace(tmp_train, train_path)
+    finally:
+        bar.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    elapsed = time.time() - bar.start
+    print(
+        f'Wrote {train_path} ({num_train_rows} rows) and {val_path} ({len(merged["terminals"]) - num_train_rows} '
+        f'rows) in {elapsed / 60:.1f} min ({len(merged["terminals"]) / max(elapsed, 1e-9):.0f} steps/s).',
+        flush=True,
+    )
+    return train_path, val_path
+
+
+def _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar) -> None:
+    # 'spawn': the caller may have JAX (threads) loaded, which does not survive fork.
+    ctx = multiprocessing.get_context('spawn')
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(dataset_name, seed, first, stop, max_episode_steps, part_paths[i], queue, i),
+            daemon=True,
+        )
+        for i, (first, stop) in enumerate(ranges)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        finished = 0
+        while finished < len(procs):
+            try:
+                kind, payload = queue.get(timeout=1.0)
+            except queue_lib.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f'A generation worker died with exit code {dead[0].exitcode}.') from None
+                continue
+            if kind == 'steps':
+                bar.update(payload)
+            elif kind == 'done':
+                finished += 1
+            else:
+                raise RuntimeError(f'A generation worker failed:\n{payload}')
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--dataset', required=True, help='e.g. cube-single-play-v0')
+    parser.add_argument('--episodes', type=int, default=None, help="training episodes (default: OGBench's)")
+    parser.add_argument('--dir', default=DEFAULT_DATASET_DIR, help='output directory')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--workers', type=int, default=None, help='processes (default: one per core)')
+    parser.add_argument('--max_episode_steps', type=int, default=1001, help='rows per episode (OGBench: 1001)')
+    parser.add_argument('--no_progress', action='store_true', help='hide the progress bar')
+    args = parser.parse_args(argv)
+    generate_dataset(
+        args.dataset,
+        args.dir,
+        episodes=args.episodes,
+        seed=args.seed,
+        workers=args.workers,
+        max_episode_steps=args.max_episode_steps,
+        progress=not args.no_progress,
+    )
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,0 +1,54 @@
+"""The report of an evaluation: success per guidance weight as a markdown table, a terminal table and a plot."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def weight_label(weight: float) -> str:
+    return "0 (BC)" if weight == 0 else f"{weight:g}"
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| guidance weight | success | ± s.e. | return | length | episodes |", "|---|---|---|---|---|---|"]
+    best = max(rows, key=lambda r: r["success"])
+    for r in rows:
+        mark = " ◀ best" if r is best and len(rows) > 1 else ""
+        lines.append(
+            f"| {weight_label(r['guidance_weight'])} | {r['success']:.3f}{mark} | {r['success_stderr']:.3f} | "
+            f"{r['return']:.1f} | {r['length']:.0f} | {r['episodes']} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str, rows: list[dict], *, step: int, env_name: str, agent_name: str, estimator: str,
+                 best_of_n: int, command: str) -> str:
+    """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table."""
+    table = format_table(rows)
+    text = (
+        f"# {agent_name} on {env_name}, step {step}\n\n"
+        f"Estimator `{estimator}`, best-of-{best_of_n}. Every weight ran the same reset seeds; "
+        "'best' is chosen on these same episodes, so it is optimistic: choose a weight on held-out seeds "
+        "before quoting one number.\n\n"
+        f"{table}\n\nCommand:\n\n    {command}\n"
+    )
+    tmp = os.path.join(run_dir, "report.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(run_dir, "report.md"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    positions = range(len(rows))
+    ax.errorbar(positions, [r["success"] for r in rows], yerr=[r["success_stderr"] for r in rows], marker="o", capsize=3)
+    ax.set_xticks(list(positions), [weight_label(r["guidance_weight"]) for r in rows])
+    ax.set_xlabel("guidance weight w")
+    ax.set_ylabel(f"success ({rows[0]['episodes']} episodes)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{agent_name} ({estimator}) on {env_name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "success_vs_weight.png"), dpi=120)
+    plt.close(fig)
+    return table

@@ -1,0 +1,82 @@
+"""A run directory: the resolved config, CSV logs and TensorBoard events of one run.
+
+runs/<env>/<agent>/<run-name>/ holds config.json, train.csv, eval.csv, TensorBoard event files,
+checkpoints/ and, after evaluation, report.md and success_vs_weight.png.
+"""
+
+import csv
+import hashlib
+import json
+import os
+
+import ml_collections
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def default_run_dir(root: str, env_name: str, agent_name: str, seed: int, config: dict) -> str:
+    return os.path.join(root, env_name, agent_name, f"seed{seed}-{config_hash(config)}")
+
+
+def to_plain(config: ml_collections.ConfigDict | dict) -> dict:
+    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config, default=list))
+
+
+class ConfigMismatchError(ValueError):
+    pass
+
+
+def write_config(run_dir: str, config: dict, allow_change: bool = False) -> None:
+    """Writes config.json atomically; refuses a run dir that holds a run with another config."""
+    path = os.path.join(run_dir, "config.json")
+    if os.path.exists(path) and not allow_change:
+        with open(path) as f:
+            existing = json.load(f)
+        changed = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
+        if changed:
+            raise ConfigMismatchError(
+                f"{run_dir} holds a run with a different config (differs in: {', '.join(changed)}); "
+                "choose another --run_dir, or pass --allow_config_change to resume into it anyway"
+            )
+    os.makedirs(run_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class CsvLog:
+    """Appends rows to a CSV; on resume, rows past the restored step are dropped (they will be redone)."""
+
+    def __init__(self, path: str, resume_step: int):
+        self.path = path
+        self.fields: list[str] | None = None
+        if os.path.exists(path):
+            with open(path) as f:
+                rows = list(csv.DictReader(f))
+            kept = [r for r in rows if int(float(r["step"])) <= resume_step]
+            if rows:
+                self.fields = list(rows[0].keys())
+                self._rewrite(kept)
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def write(self, row: dict) -> None:
+        if self.fields is None:
+            self.fields = list(row.keys())
+            self._rewrite([])
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+
+
+def read_csv(path: str) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,26 @@
+"""Smoke test of the throughput benchmark: a quick run writes every figure as a positive number."""
+
+import json
+
+from bench import throughput
+
+
+def test_quick_run_writes_positive_figures(tmp_path):
+    out = tmp_path / "results" / "throughput.json"
+    throughput.main(["--quick", "--out", str(out)])
+    results = json.loads(out.read_text())
+
+    assert {"command", "machine", "config", "matmul", "update", "act"} <= set(results)
+    assert results["matmul"]["gflops"] > 0
+    update = results["update"]
+    for key in ("steps_per_s", "flops_per_update_analytic", "gflops_analytic", "fraction_of_peak"):
+        assert update[key] > 0, key
+    assert set(results["act"]) == {"1", "8"}
+    for act in results["act"].values():
+        for key in ("actions_per_s", "latency_ms", "flops_per_action_analytic", "gflops_analytic", "fraction_of_peak"):
+            assert act[key] > 0, key
+    # XLA's count is optional per backend; where present it must agree with the Dense-layer count to within 2×.
+    for figure, unit in [(update, "update")] + [(a, "action") for a in results["act"].values()]:
+        xla = figure[f"flops_per_{unit}_xla"]
+        if xla is not None:
+            assert 0.5 < xla / figure[f"flops_per_{unit}_analytic"] < 2.0

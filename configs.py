@@ -51,8 +51,35 @@ def run_config() -> ml_collections.ConfigDict:
     return c
 
 
+def fql_config() -> ml_collections.ConfigDict:
+    """FQL (agents/fql.py): qgf's networks and RL settings, plus the one-step policy's distillation weight."""
+    c = qgf_config()
+    c.agent_name = "fql"
+    del c.expectile  # FQL's critic bootstraps from the one-step policy, not from an IQL value.
+    c.alpha = 300.0  # Distillation weight α of the one-step policy (family presets set the paper's values).
+    c.actor_q_aggregation = "mean"  # Ensemble reduction of the actor's Q term (the TD target uses critic_aggregation).
+    c.estimator = "none"  # FQL has no test-time guidance; must stay "none".
+    c.guidance_weight = 0.0  # Accepted by `act` and ignored.
+    c.guidance_weights = (0.0,)  # One evaluation per run.
+    return c
+
+
+def edp_config() -> ml_collections.ConfigDict:
+    """EDP (agents/edp.py): qgf's networks and IQL critic; the velocity field is also trained to raise Q."""
+    c = qgf_config()
+    c.agent_name = "edp"
+    c.bc_weight = 100.0  # Weight of the flow-matching loss against −Q(s, â) in the actor loss.
+    c.actor_q_aggregation = "mean"  # Ensemble reduction of the actor's Q term.
+    c.estimator = "none"  # Plain flow sampling; another estimator adds qgf's test-time guidance on top.
+    c.guidance_weight = 0.0  # Weight used by `act` when the caller gives none.
+    c.guidance_weights = (0.0,)  # One evaluation per run, unless guidance is added on top.
+    return c
+
+
 AGENT_CONFIGS = {
     "qgf": qgf_config,
+    "fql": fql_config,
+    "edp": edp_config,
 }
 
 
@@ -70,7 +97,8 @@ def demo_preset(c: ml_collections.ConfigDict) -> None:
     c.critic_hidden_dims = (256, 256, 256)
     c.batch_size = 256
     c.discount = 0.99
-    c.guidance_weights = (0.0, 0.01, 0.03, 0.1, 0.3)
+    if c.agent_name == "qgf":  # fql and edp keep their single weight.
+        c.guidance_weights = (0.0, 0.01, 0.03, 0.1, 0.3)
 
 
 def demo_run(r: ml_collections.ConfigDict) -> None:
@@ -87,27 +115,84 @@ def demo_run(r: ml_collections.ConfigDict) -> None:
     r.dataset_episode_steps = 1001
 
 
-# Each preset changes the agent config and the run config in place.
+# Per-family coefficients of the training-time baselines (PAPER.md). puzzle-4x5 / 4x6 are not in the
+# paper's FQL / EDP table and take puzzle-4x4's values.
+FAMILY_SETTINGS = {
+    # family: (FQL α, EDP bc_weight)
+    "scene": (300.0, 30.0),
+    "puzzle-4x4": (1000.0, 300.0),
+    "puzzle-4x5": (1000.0, 300.0),
+    "puzzle-4x6": (1000.0, 300.0),
+    "cube-triple": (1000.0, 100.0),
+    "cube-quadruple": (1000.0, 300.0),
+}
+
+
+def family_preset(family: str):
+    """The paper's setting for one task family: its networks, its baselines' coefficients, task 1 by default."""
+
+    def agent_preset(c: ml_collections.ConfigDict) -> None:
+        paper_preset(c)
+        alpha, bc_weight = FAMILY_SETTINGS[family]
+        if c.agent_name == "qgf":
+            c.guidance_weights = PAPER_GUIDANCE_WEIGHTS
+        if c.agent_name == "fql":
+            c.alpha = alpha
+        if c.agent_name == "edp":
+            c.bc_weight = bc_weight
+
+    def run_preset(r: ml_collections.ConfigDict) -> None:
+        r.env_name = f"{family}-play-singletask-task1-v0"
+
+    return agent_preset, run_preset
+
+
+# Model-size scaling: actor (velocity field) parameter counts of about 0.8M, 3.2M and 12.7M at the paper's
+# sizes (4 hidden layers; input s + H·A + 1, output H·A; e.g. cube-triple: obs 46, H·A = 25), reached by
+# width 512, 1024 and 2048. The critic is scaled alike. tests/test_fql_edp.py checks the counts.
+MODEL_SIZES = {"size-0.8m": 512, "size-3.2m": 1024, "size-12.7m": 2048}
+
+
+def size_preset(width: int):
+    def agent_preset(c: ml_collections.ConfigDict) -> None:
+        c.actor_hidden_dims = (width,) * 4
+        c.critic_hidden_dims = (width,) * 4
+
+    return agent_preset, lambda r: None
+
+
+# Each preset changes the agent config and the run config in place. Presets compose with "+", applied
+# left to right: `scene+size-0.8m` is the scene setting with 4×512 networks.
 PRESETS = {
     "default": (lambda c: None, lambda r: None),
     "paper": (paper_preset, lambda r: None),
     "demo": (demo_preset, demo_run),
+    **{family: family_preset(family) for family in FAMILY_SETTINGS},
+    **{name: size_preset(width) for name, width in MODEL_SIZES.items()},
 }
+
+
+def preset_parts(preset: str) -> list[str]:
+    parts = preset.split("+")
+    for part in parts:
+        if part not in PRESETS:
+            raise ValueError(f"unknown preset {part!r}; choose one of {sorted(PRESETS)} (or join them with '+')")
+    return parts
 
 
 def get_config(agent: str = "qgf", preset: str = "default") -> ml_collections.ConfigDict:
     if agent not in AGENT_CONFIGS:
         raise ValueError(f"unknown agent {agent!r}; choose one of {sorted(AGENT_CONFIGS)}")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    parts = preset_parts(preset)
     config = AGENT_CONFIGS[agent]()
-    PRESETS[preset][0](config)
+    for part in parts:
+        PRESETS[part][0](config)
     return config
 
 
 def get_run_config(preset: str = "default") -> ml_collections.ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    parts = preset_parts(preset)
     config = run_config()
-    PRESETS[preset][1](config)
+    for part in parts:
+        PRESETS[part][1](config)
     return config

@@ -106,7 +106,8 @@ def main(_):
         if getattr(FLAGS, name) is not None:
             run[name] = getattr(FLAGS, name)
     env_name = saved["env"] if saved else FLAGS.env or run.env_name
-    weights = [float(w) for w in FLAGS.guidance_weights] if FLAGS.guidance_weights else list(config.guidance_weights)
+    weights = saved["guidance_weights"] if saved else list(config.guidance_weights)
+    weights = [float(w) for w in FLAGS.guidance_weights] if FLAGS.guidance_weights else weights
     seed = saved["seed"] if saved else FLAGS.seed
     resolved = {"agent": AGENT_NAME, "preset": preset, "env": env_name, "seed": seed, "guidance_weights": weights,
                 "agent_config": to_plain(config), "run": to_plain(run)}

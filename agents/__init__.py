@@ -3,10 +3,14 @@
 import ml_collections
 
 from agents.agent import Agent
+from agents.edp import make_edp
+from agents.fql import make_fql
 from agents.qgf import make_qgf
 
 AGENTS = {
     "qgf": make_qgf,
+    "fql": make_fql,
+    "edp": make_edp,
 }
 
 

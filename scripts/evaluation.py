@@ -36,9 +36,8 @@ def evaluate_sweep(act, state, env_name: str, weights, episodes: int, key, seed:
 
     `act(state, observations, key, guidance_weight) -> [N, H, A]` is the agent's (jitted) act.
     """
-    weights = np.asarray(weights, np.float32)
     total = len(weights) * episodes
-    weight_per_episode = np.repeat(weights, episodes)
+    weight_per_episode = np.repeat(np.asarray(weights, np.float32), episodes)
     reset_seeds = seed + np.arange(total) % episodes
     padded = None
     decisions = 0

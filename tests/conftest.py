@@ -3,3 +3,48 @@ import sys
 
 # Tests import the project's top-level packages from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_TASK = "cube-single-play-singletask-task1-v0"
+# Flags that make a main.py run tiny: a few updates of small networks, a 2-episode sweep of 2 weights.
+TINY_RUN_FLAGS = [
+    "--preset=demo",
+    "--train_steps=4",
+    "--steps_per_call=2",
+    "--log_every=2",
+    "--eval_every=4",
+    "--save_every=2",
+    "--eval_episodes=2",
+    "--guidance_weights=0,0.1",
+    "--agent.actor_hidden_dims=(16,16)",
+    "--agent.critic_hidden_dims=(16,16)",
+    "--agent.batch_size=8",
+    "--agent.denoising_steps=3",
+    "--progress=false",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory):
+    """cube-single-play with 2 short episodes (+1 validation episode), generated once per test session."""
+    from envs import generate_dataset
+
+    directory = str(tmp_path_factory.mktemp("ogbench-data"))
+    generate_dataset("cube-single-play-v0", directory, episodes=2, seed=0, workers=1, max_episode_steps=60,
+                     progress=False)
+    return directory
+
+
+def run_main(*flags, timeout=600, check=True):
+    """Runs `python main.py FLAGS` from the repository root; returns the completed process."""
+    process = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "main.py"), *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and process.returncode != 0:
+        raise AssertionError(f"main.py failed ({process.returncode}):\n{process.stdout[-3000:]}\n{process.stderr[-5000:]}")
+    return process

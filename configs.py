@@ -51,6 +51,11 @@ def run_config() -> ml_collections.ConfigDict:
     return c
 
 
+# Task of a goal-conditioned agent when none is given (presets name single-task ones).
+GOAL_CONDITIONED_ENVS = {"demo": "cube-single-play-v0"}
+DEFAULT_GOAL_CONDITIONED_ENV = "cube-double-play-v0"
+
+
 def fql_config() -> ml_collections.ConfigDict:
     """FQL (agents/fql.py): qgf's networks and RL settings, plus the one-step policy's distillation weight."""
     c = qgf_config()
@@ -76,8 +81,20 @@ def edp_config() -> ml_collections.ConfigDict:
     return c
 
 
+def gcqgf_config() -> ml_collections.ConfigDict:
+    """Goal-conditioned QGF: the same networks with the goal as an extra input, IQL on relabelled goals."""
+    c = qgf_config()
+    c.agent_name = "gcqgf"
+    c.goal_conditioned = True  # Batches carry relabelled goals; evaluation runs OGBench's 5 tasks.
+    c.p_cur = 0.2  # Goal = the chunk's start state (OGBench's value-goal proportions).
+    c.p_traj = 0.5  # Goal = a later state of the same trajectory, offset geometric with the discount.
+    c.p_rand = 0.3  # Goal = a random dataset state.
+    return c
+
+
 AGENT_CONFIGS = {
     "qgf": qgf_config,
+    "gcqgf": gcqgf_config,
     "fql": fql_config,
     "edp": edp_config,
 }
@@ -97,7 +114,7 @@ def demo_preset(c: ml_collections.ConfigDict) -> None:
     c.critic_hidden_dims = (256, 256, 256)
     c.batch_size = 256
     c.discount = 0.99
-    if c.agent_name == "qgf":  # fql and edp keep their single weight.
+    if len(c.guidance_weights) > 1:  # Agents with a sweep; fql and edp keep their single weight.
         c.guidance_weights = (0.0, 0.01, 0.03, 0.1, 0.3)
 
 
@@ -134,7 +151,7 @@ def family_preset(family: str):
     def agent_preset(c: ml_collections.ConfigDict) -> None:
         paper_preset(c)
         alpha, bc_weight = FAMILY_SETTINGS[family]
-        if c.agent_name == "qgf":
+        if len(c.guidance_weights) > 1:  # Agents with a sweep; fql and edp keep their single weight.
             c.guidance_weights = PAPER_GUIDANCE_WEIGHTS
         if c.agent_name == "fql":
             c.alpha = alpha
@@ -190,9 +207,11 @@ def get_config(agent: str = "qgf", preset: str = "default") -> ml_collections.Co
     return config
 
 
-def get_run_config(preset: str = "default") -> ml_collections.ConfigDict:
+def get_run_config(preset: str = "default", agent: str = "qgf") -> ml_collections.ConfigDict:
     parts = preset_parts(preset)
     config = run_config()
     for part in parts:
         PRESETS[part][1](config)
+    if AGENT_CONFIGS.get(agent, qgf_config)().get("goal_conditioned", False):
+        config.env_name = GOAL_CONDITIONED_ENVS.get(parts[0], DEFAULT_GOAL_CONDITIONED_ENV)
     return config

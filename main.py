@@ -91,7 +91,6 @@ def main(_):
     from scripts.report import write_report
     from scripts.run_dir import CsvLog, default_run_dir, to_plain, write_config
 
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     saved = None
     if FLAGS.eval_only:
         if not FLAGS.restore:
@@ -100,7 +99,7 @@ def main(_):
             saved = json.load(f)
     preset = saved["preset"] if saved else FLAGS.preset or ("demo" if FLAGS.env is None else "paper")
     config = resolved_agent_config(AGENT_NAME, preset, saved["agent_config"] if saved else None)
-    run = configs.get_run_config(preset)
+    run = configs.get_run_config(preset, AGENT_NAME)
     run.update(saved["run"] if saved else {})
     for name in ("train_steps", "steps_per_call", "log_every", "eval_every", "save_every", "eval_episodes"):
         if getattr(FLAGS, name) is not None:
@@ -124,8 +123,17 @@ def main(_):
     _, train_data, val_data = load_data(env_name, run)
     dataset, val_dataset = envs.to_device_dataset(train_data), envs.to_device_dataset(val_data or train_data)
     clock["data"] = time.perf_counter() - clock["data"]
+    goal_conditioned = not envs.parse_name(env_name).singletask
+    if goal_conditioned != config.get("goal_conditioned", False):
+        kind = "goal-conditioned" if goal_conditioned else "single-task"
+        raise app.UsageError(f"--env={env_name} is {kind}, which agent '{AGENT_NAME}' does not train on; use "
+                             + ("--agent=gcqgf" if goal_conditioned else "a ...-singletask-taskN-v0 task or --agent=qgf"))
     sample = functools.partial(envs.sample_chunks, batch_size=config.batch_size, horizon=config.horizon,
                                discount=config.discount)
+    if goal_conditioned:
+        sample = functools.partial(envs.sample_goal_chunks, batch_size=config.batch_size, horizon=config.horizon,
+                                   discount=config.discount, p_cur=config.p_cur, p_traj=config.p_traj,
+                                   p_rand=config.p_rand, success_fn=envs.goal_success_fn(env_name))
     agent = agents.make(AGENT_NAME, config)
     init_key, data_key, val_key, eval_key = jax.random.split(jax.random.PRNGKey(seed), 4)
     state = agent.init(init_key, sample(dataset, data_key))
@@ -137,7 +145,7 @@ def main(_):
     elif saved:
         raise app.UsageError(f"{train_dir} has no checkpoint to evaluate")
 
-    act = jax.jit(lambda s, o, k, w: agent.act(s, o, k, guidance_weight=w))
+    act = jax.jit(lambda s, o, k, w, g: agent.act(s, o, k, guidance_weight=w, goals=g))
     eval_log = CsvLog(os.path.join(out_dir, "eval.csv"), step if not saved else -1)
 
     def evaluate(step):
@@ -145,9 +153,9 @@ def main(_):
                                       jax.random.fold_in(eval_key, step), seed=reset_seed)
         for row in rows:
             eval_log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})
-            writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}", row["success"], step)
+            writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
         table = write_report(out_dir, rows, step=step, env_name=env_name, agent_name=AGENT_NAME,
-                             estimator=config.estimator, best_of_n=config.best_of_n, command=command)
+                             estimator=config.estimator, best_of_n=config.best_of_n, command=COMMAND)
         print(f"\nStep {step}: success per guidance weight ({timing['eval_seconds']:.0f} s, of which policy "
               f"{timing['policy_seconds']:.0f} s)\n{table}\n", flush=True)
         return timing["eval_seconds"]
@@ -194,8 +202,10 @@ def main(_):
 
 
 if __name__ == "__main__":
-    AGENT_NAME, _argv = split_agent_name(sys.argv)
+    COMMAND = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    # config_flags finds `--agent.<field>` overrides in sys.argv itself, so the name flag must leave it.
+    AGENT_NAME, sys.argv = split_agent_name(sys.argv)
     if AGENT_NAME not in configs.AGENT_CONFIGS:
         sys.exit(f"error: unknown agent {AGENT_NAME!r}; choose one of {sorted(configs.AGENT_CONFIGS)}")
     config_flags.DEFINE_config_dict("agent", configs.get_config(AGENT_NAME), "Agent config; set fields as --agent.<field>.")
-    app.run(main, argv=_argv)
+    app.run(main)

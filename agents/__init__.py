@@ -9,6 +9,8 @@ from agents.qgf import make_qgf
 
 AGENTS = {
     "qgf": make_qgf,
+    # Goal-conditioned QGF is the same agent: its batches carry `goals`, which every network then takes.
+    "gcqgf": make_qgf,
     "fql": make_fql,
     "edp": make_edp,
 }

@@ -1,62 +1,134 @@
 """A whole guidance-weight sweep evaluated as one batch of episodes.
 
-Episode i of the batch runs weight `weights[i // E]` from reset seed `seed + i % E`, so every weight
-starts from the same E initial states. The policy is called on the full, padded batch at every decision,
-so one compiled call serves the whole sweep whatever the number of unfinished episodes.
+The batch is laid out weight-major: for weight j, task k (goal-conditioned envs run OGBench's five
+evaluation tasks; single-task envs have one) and episode e, the episode resets with seed `seed + e` and
+task k, so every weight starts from the same initial states. The policy is called on the full, padded
+batch at every decision, so one compiled call serves the whole sweep whatever the number of unfinished
+episodes.
 """
 
+import contextlib
+import functools
 import time
+import weakref
 
 import jax
 import numpy as np
 
 import envs
+from bench.throughput import xla_flops
+
+EVAL_TASKS = (1, 2, 3, 4, 5)  # OGBench's evaluation goals of a goal-conditioned env
 
 
-def summarize(weights, episodes: int, results: dict) -> list[dict]:
+def summarize(weights, tasks, episodes: int, results: dict) -> list[dict]:
+    """One row per weight and task, plus (goal-conditioned) a row per weight over all tasks ('all')."""
     rows = []
+    per_weight = len(tasks) * episodes
     for j, weight in enumerate(weights):
-        part = slice(j * episodes, (j + 1) * episodes)
-        success = results["success"][part]
-        rows.append(
-            {
-                "guidance_weight": float(weight),
-                "success": float(np.mean(success)),
-                "success_stderr": float(np.std(success, ddof=1) / np.sqrt(episodes)) if episodes > 1 else 0.0,
-                "return": float(np.mean(results["returns"][part])),
-                "length": float(np.mean(results["lengths"][part])),
-                "episodes": episodes,
-            }
-        )
+        groups = [(str(task), slice(j * per_weight + k * episodes, j * per_weight + (k + 1) * episodes))
+                  for k, task in enumerate(tasks)]
+        if len(tasks) > 1:
+            groups.append(("all", slice(j * per_weight, (j + 1) * per_weight)))
+        for task, part in groups:
+            success = results["success"][part]
+            n = len(success)
+            rows.append(
+                {
+                    "guidance_weight": float(weight),
+                    "task": task,
+                    "success": float(np.mean(success)),
+                    "success_stderr": float(np.std(success, ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+                    "return": float(np.mean(results["returns"][part])),
+                    "length": float(np.mean(results["lengths"][part])),
+                    "episodes": n,
+                }
+            )
     return rows
 
 
-def evaluate_sweep(act, state, env_name: str, weights, episodes: int, key, seed: int, max_steps=None) -> tuple:
-    """Runs len(weights) × episodes episodes together; returns (rows per weight, timing dict).
+def headline_rows(rows: list[dict]) -> list[dict]:
+    """The row per weight that summarizes it: 'all' tasks when there are several, else the only one."""
+    if any(r["task"] == "all" for r in rows):
+        return [r for r in rows if r["task"] == "all"]
+    return rows
 
-    `act(state, observations, key, guidance_weight) -> [N, H, A]` is the agent's (jitted) act.
+
+@contextlib.contextmanager
+def unrolled_scans():
+    """While active, every `jax.lax.scan` traced is unrolled: XLA's cost analysis counts a loop body once,
+    whatever its trip count, but counts every copy of an unrolled one."""
+    scan = jax.lax.scan
+    jax.lax.scan = functools.partial(scan, unroll=True)
+    try:
+        yield
+    finally:
+        jax.lax.scan = scan
+
+
+_FLOPS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # act -> {input shapes: FLOPs}
+
+
+def flops_per_decision(act, *args) -> float | None:
+    """FLOPs of one decision (one action chunk for one environment) of `act(*args)`, whose array arguments
+    all have a leading batch axis except the first (the agent state) and the third (the key).
+
+    XLA's cost analysis of the compiled call on one observation, with every scan unrolled (the Euler
+    integration, best-of-N's candidates and bptt's inner integration all count in full). A jitted `act` is
+    traced afresh from the function it wraps (its cached trace has rolled scans). XLA counts a conditional
+    at its costlier branch, so `bptt`, whose inner integration skips the steps already taken by
+    `lax.cond`, is an upper bound. None where the backend gives no cost analysis.
     """
-    total = len(weights) * episodes
-    weight_per_episode = np.repeat(np.asarray(weights, np.float32), episodes)
-    reset_seeds = seed + np.arange(total) % episodes
-    padded = None
+    state, observations, key, *rest = args
+    one = jax.tree_util.tree_map(lambda x: x[:1], (observations, *rest))
+    shapes = str(jax.tree_util.tree_map(lambda x: (x.shape, str(x.dtype)), one))
+    cache = _FLOPS_CACHE.setdefault(act, {})
+    if shapes not in cache:
+        policy = getattr(act, "__wrapped__", act)
+        with unrolled_scans():
+            compiled = jax.jit(lambda s, o, k, *r: policy(s, o, k, *r)).lower(state, one[0], key, *one[1:]).compile()
+        cache[shapes] = xla_flops(compiled)
+    return cache[shapes]
+
+
+def evaluate_sweep(act, state, env_name: str, weights, episodes: int, key, seed: int, max_steps=None) -> tuple:
+    """Runs len(weights) × tasks × episodes episodes together; returns (rows, timing dict).
+
+    `act(state, observations, key, guidance_weight, goals) -> [N, H, A]` is the agent's (jitted) act;
+    `goals` is None for single-task envs.
+    """
+    goal_conditioned = not envs.parse_name(env_name).singletask
+    tasks = EVAL_TASKS if goal_conditioned else ("all",)
+    per_weight = len(tasks) * episodes
+    total = len(weights) * per_weight
+    weight_per_episode = np.repeat(np.asarray(weights, np.float32), per_weight)
+    position = np.arange(total) % per_weight
+    reset_seeds = seed + position % episodes
+    task_ids = np.asarray(tasks)[position // episodes] if goal_conditioned else None
+    padded = {}
     decisions = 0
     policy_seconds = 0.0
 
-    def policy_fn(observations, episode_ids):
-        nonlocal padded, decisions, policy_seconds
+    def policy_fn(observations, episode_ids, goals=None):
+        nonlocal decisions, policy_seconds
         start = time.perf_counter()
-        if padded is None:
-            padded = np.zeros((total,) + observations.shape[1:], np.float32)
-        padded[episode_ids] = observations
-        actions = act(state, padded, jax.random.fold_in(key, decisions), weight_per_episode)
+        for name, value in (("observations", observations), ("goals", goals)):
+            if value is not None:
+                padded.setdefault(name, np.zeros((total,) + value.shape[1:], np.float32))[episode_ids] = value
+        actions = act(state, padded["observations"], jax.random.fold_in(key, decisions), weight_per_episode,
+                      padded.get("goals"))
         decisions += 1
         actions = np.asarray(actions)[episode_ids]
         policy_seconds += time.perf_counter() - start
         return actions
 
     start = time.perf_counter()
-    results = envs.evaluate(policy_fn, env_name, total, seed=seed, reset_seeds=reset_seeds, max_steps=max_steps)
+    results = envs.evaluate(policy_fn, env_name, total, seed=seed, reset_seeds=reset_seeds, task_ids=task_ids,
+                            max_steps=max_steps)
     seconds = time.perf_counter() - start
     timing = {"eval_seconds": seconds, "policy_seconds": policy_seconds, "env_seconds": seconds - policy_seconds}
-    return summarize(weights, episodes, results), timing
+    rows = summarize(weights, tasks, episodes, results)
+    flops = flops_per_decision(act, state, padded["observations"], key, weight_per_episode, padded.get("goals"))
+    for row in rows:
+        row["flops_per_decision"] = flops
+    return rows, timing

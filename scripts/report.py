@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from scripts.evaluation import headline_rows  # noqa: E402
+
 
 def weight_label(weight: float) -> str:
     return "0 (BC)" if weight == 0 else f"{weight:g}"
@@ -24,15 +26,40 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: str, rows: list[dict], *, step: int, env_name: str, agent_name: str, estimator: str,
+def format_task_table(rows: list[dict]) -> str:
+    """Success per weight (rows) and evaluation task (columns), for goal-conditioned envs."""
+    tasks = [t for t in dict.fromkeys(r["task"] for r in rows) if t != "all"]
+    weights = list(dict.fromkeys(r["guidance_weight"] for r in rows))
+    success = {(r["guidance_weight"], r["task"]): r["success"] for r in rows}
+    lines = ["| guidance weight | " + " | ".join(f"task {t}" for t in tasks) + " | mean |",
+             "|---" * (len(tasks) + 2) + "|"]
+    for w in weights:
+        cells = " | ".join(f"{success[(w, t)]:.2f}" for t in tasks)
+        lines.append(f"| {weight_label(w)} | {cells} | {success[(w, 'all')]:.3f} |")
+    return "\n".join(lines)
+
+
+def format_flops(flops: float | None) -> str:
+    """The report's compute line: FLOPs of one decision (one action chunk for one environment)."""
+    if flops is None:
+        return "FLOPs per decision: not available (no XLA cost analysis on this backend)."
+    return (f"FLOPs per decision (one action chunk, one environment; XLA cost analysis of the compiled policy, "
+            f"loops unrolled): {flops:.4g}.")
+
+
+def write_report(run_dir: str, all_rows: list[dict], *, step: int, env_name: str, agent_name: str, estimator: str,
                  best_of_n: int, command: str) -> str:
-    """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table."""
+    """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s)."""
+    rows = headline_rows(all_rows)
     table = format_table(rows)
+    if len(rows) != len(all_rows):
+        table += "\n\nSuccess per evaluation task:\n\n" + format_task_table(all_rows)
     text = (
         f"# {agent_name} on {env_name}, step {step}\n\n"
         f"Estimator `{estimator}`, best-of-{best_of_n}. Every weight ran the same reset seeds; "
         "'best' is chosen on these same episodes, so it is optimistic: choose a weight on held-out seeds "
         "before quoting one number.\n\n"
+        f"{format_flops(rows[0].get('flops_per_decision'))}\n\n"
         f"{table}\n\nCommand:\n\n    {command}\n"
     )
     tmp = os.path.join(run_dir, "report.md.tmp")

@@ -83,3 +83,23 @@ def test_eval_only_reproduces_the_eval_row(finished_run):
     original = read_csv(os.path.join(finished_run, "eval.csv"))
     again = read_csv(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "eval.csv"))
     assert again == original
+
+
+def test_goal_conditioned_run_writes_per_task_results(tiny_dataset_dir, tmp_path):
+    run_dir = str(tmp_path / "gc")
+    flags = [f for f in TINY_RUN_FLAGS if not f.startswith("--eval_episodes")]
+    run_main("--agent=gcqgf", "--env=cube-single-play-v0", f"--dataset_dir={tiny_dataset_dir}",
+             f"--run_dir={run_dir}", *flags, "--eval_episodes=1")
+    rows = read_csv(os.path.join(run_dir, "eval.csv"))
+    assert [(float(r["guidance_weight"]), r["task"]) for r in rows] == [
+        (w, t) for w in (0.0, 0.1) for t in ("1", "2", "3", "4", "5", "all")
+    ]
+    for r in rows:
+        assert int(r["episodes"]) == (5 if r["task"] == "all" else 1)
+    assert "task 5" in open(os.path.join(run_dir, "report.md")).read()
+
+
+def test_agent_and_task_kinds_must_match(tiny_dataset_dir, tmp_path):
+    process = run_main("--agent=qgf", "--env=cube-single-play-v0", f"--dataset_dir={tiny_dataset_dir}",
+                       f"--run_dir={tmp_path / 'x'}", *TINY_RUN_FLAGS, check=False)
+    assert process.returncode != 0 and "--agent=gcqgf" in process.stderr

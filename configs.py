@@ -5,7 +5,20 @@ QGF paper's network shapes at a size that trains on one GPU in hours; `paper` is
 `demo` is the small setting `python main.py` runs on a laptop CPU in minutes.
 """
 
+import difflib
+import math
+
 import ml_collections
+
+
+class ConfigError(ValueError):
+    """A setting given by the user is invalid; the message names it and what to do."""
+
+
+def closest(name: str, choices) -> str:
+    """' (did you mean 'x'?)' for the closest valid name, or ''."""
+    match = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 # The paper's grid of guidance weights for single-task OGBench (w = 0 is plain BC).
 PAPER_GUIDANCE_WEIGHTS = (0.0, 0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)
@@ -193,13 +206,14 @@ def preset_parts(preset: str) -> list[str]:
     parts = preset.split("+")
     for part in parts:
         if part not in PRESETS:
-            raise ValueError(f"unknown preset {part!r}; choose one of {sorted(PRESETS)} (or join them with '+')")
+            raise ConfigError(f"unknown preset {part!r}{closest(part, PRESETS)}; choose one of {sorted(PRESETS)} "
+                              "(or join them with '+')")
     return parts
 
 
 def get_config(agent: str = "qgf", preset: str = "default") -> ml_collections.ConfigDict:
     if agent not in AGENT_CONFIGS:
-        raise ValueError(f"unknown agent {agent!r}; choose one of {sorted(AGENT_CONFIGS)}")
+        raise ConfigError(f"unknown agent {agent!r}{closest(agent, AGENT_CONFIGS)}; choose one of {sorted(AGENT_CONFIGS)}")
     parts = preset_parts(preset)
     config = AGENT_CONFIGS[agent]()
     for part in parts:
@@ -215,3 +229,30 @@ def get_run_config(preset: str = "default", agent: str = "qgf") -> ml_collection
     if AGENT_CONFIGS.get(agent, qgf_config)().get("goal_conditioned", False):
         config.env_name = GOAL_CONDITIONED_ENVS.get(parts[0], DEFAULT_GOAL_CONDITIONED_ENV)
     return config
+
+
+ESTIMATOR_NAMES = ("qgf", "jacobian", "noisy", "bptt", "none")  # guidance.ESTIMATORS' keys (a test checks)
+
+
+def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
+    """Raises ConfigError on the first out-of-range agent setting or guidance weight."""
+
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    for w in guidance_weights:
+        require(math.isfinite(w) and w >= 0, f"guidance weight {w} must be a finite number >= 0 (0 is plain BC)")
+    require(config.horizon >= 1, f"--agent.horizon={config.horizon} must be >= 1 (1 turns action chunking off)")
+    require(config.denoising_steps >= 1, f"--agent.denoising_steps={config.denoising_steps} must be >= 1")
+    require(0 < config.expectile < 1, f"--agent.expectile={config.expectile} must lie in (0, 1), e.g. 0.9")
+    require(0 < config.discount <= 1, f"--agent.discount={config.discount} must lie in (0, 1], e.g. 0.99")
+    require(config.batch_size >= 1, f"--agent.batch_size={config.batch_size} must be >= 1")
+    require(config.lr > 0, f"--agent.lr={config.lr} must be > 0")
+    require(0 <= config.target_rate <= 1, f"--agent.target_rate={config.target_rate} must lie in [0, 1]")
+    require(config.num_critics >= 1, f"--agent.num_critics={config.num_critics} must be >= 1")
+    require(config.best_of_n >= 1, f"--agent.best_of_n={config.best_of_n} must be >= 1")
+    require(config.estimator in ESTIMATOR_NAMES, f"unknown --agent.estimator={config.estimator!r}"
+            f"{closest(config.estimator, ESTIMATOR_NAMES)}; choose one of {list(ESTIMATOR_NAMES)}")
+    require(config.critic_aggregation in ("min", "mean"),
+            f"--agent.critic_aggregation={config.critic_aggregation!r} must be 'min' or 'mean'")

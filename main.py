@@ -14,10 +14,21 @@ import shlex
 import sys
 import time
 
+import jax
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
+import agents
 import configs
+import envs
+from agents.training import NonFiniteLossError, check_finite, make_train_chunk
+from scripts.checkpoints import Checkpoints
+from scripts.evaluation import evaluate_sweep
+from scripts.report import write_report
+from scripts.run_dir import ConfigMismatchError, CsvLog, default_run_dir, to_plain, write_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "OGBench task name; default: the preset's task.")
@@ -64,7 +75,6 @@ def resolved_agent_config(agent_name: str, preset: str, base: dict | None = None
 
 
 def load_data(env_name: str, run):
-    import envs
 
     dataset_dir = os.path.expanduser(FLAGS.dataset_dir or run.dataset_dir or envs.default_dataset_dir())
     try:
@@ -77,24 +87,25 @@ def load_data(env_name: str, run):
     return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir)
 
 
-def main(_):
-    import jax
-    import numpy as np
-    from tensorboardX import SummaryWriter
-    from tqdm import tqdm
+def check_data_fits(dataset: dict, config) -> None:
 
-    import agents
-    import envs
-    from agents.training import make_train_chunk
-    from scripts.checkpoints import Checkpoints
-    from scripts.evaluation import evaluate_sweep
-    from scripts.report import write_report
-    from scripts.run_dir import CsvLog, default_run_dir, to_plain, write_config
+    transitions, ends = len(dataset["observations"]), np.flatnonzero(dataset["terminals"])
+    longest = int(np.max(np.diff(np.concatenate([[-1], ends])))) if len(ends) else transitions
+    if config.batch_size > transitions:
+        raise configs.ConfigError(f"--agent.batch_size={config.batch_size} exceeds the dataset's {transitions} "
+                                  "transitions; lower it or generate more episodes")
+    if config.horizon > longest:
+        raise configs.ConfigError(f"--agent.horizon={config.horizon} is longer than the dataset's longest episode "
+                                  f"({longest} steps); lower it")
+
+
+def main(_):
+
 
     saved = None
     if FLAGS.eval_only:
         if not FLAGS.restore:
-            raise app.UsageError("--eval_only needs --restore=<run dir>")
+            raise configs.ConfigError("--eval_only needs --restore=<run dir>")
         with open(os.path.join(FLAGS.restore, "config.json")) as f:
             saved = json.load(f)
     preset = saved["preset"] if saved else FLAGS.preset or ("demo" if FLAGS.env is None else "paper")
@@ -107,6 +118,11 @@ def main(_):
     env_name = saved["env"] if saved else FLAGS.env or run.env_name
     weights = saved["guidance_weights"] if saved else list(config.guidance_weights)
     weights = [float(w) for w in FLAGS.guidance_weights] if FLAGS.guidance_weights else weights
+    configs.check_config(config, weights)
+    try:
+        envs.parse_name(env_name)
+    except ValueError as error:
+        raise configs.ConfigError(f"--env: {error}") from None
     seed = saved["seed"] if saved else FLAGS.seed
     resolved = {"agent": AGENT_NAME, "preset": preset, "env": env_name, "seed": seed, "guidance_weights": weights,
                 "agent_config": to_plain(config), "run": to_plain(run)}
@@ -123,10 +139,11 @@ def main(_):
     _, train_data, val_data = load_data(env_name, run)
     dataset, val_dataset = envs.to_device_dataset(train_data), envs.to_device_dataset(val_data or train_data)
     clock["data"] = time.perf_counter() - clock["data"]
+    check_data_fits(train_data, config)
     goal_conditioned = not envs.parse_name(env_name).singletask
     if goal_conditioned != config.get("goal_conditioned", False):
         kind = "goal-conditioned" if goal_conditioned else "single-task"
-        raise app.UsageError(f"--env={env_name} is {kind}, which agent '{AGENT_NAME}' does not train on; use "
+        raise configs.ConfigError(f"--env={env_name} is {kind}, which agent '{AGENT_NAME}' does not train on; use "
                              + ("--agent=gcqgf" if goal_conditioned else "a ...-singletask-taskN-v0 task or --agent=qgf"))
     sample = functools.partial(envs.sample_chunks, batch_size=config.batch_size, horizon=config.horizon,
                                discount=config.discount)
@@ -143,7 +160,7 @@ def main(_):
         state = checkpoints.restore(step, state)
         print(f"Resumed from the checkpoint at step {step}.", flush=True)
     elif saved:
-        raise app.UsageError(f"{train_dir} has no checkpoint to evaluate")
+        raise configs.ConfigError(f"{train_dir} has no checkpoint to evaluate; train it first")
 
     act = jax.jit(lambda s, o, k, w, g: agent.act(s, o, k, guidance_weight=w, goals=g))
     eval_log = CsvLog(os.path.join(out_dir, "eval.csv"), step if not saved else -1)
@@ -168,7 +185,7 @@ def main(_):
 
     for name in ("log_every", "eval_every", "save_every", "train_steps"):
         if run[name] % run.steps_per_call:
-            raise app.UsageError(f"{name}={run[name]} must be a multiple of steps_per_call={run.steps_per_call}")
+            raise configs.ConfigError(f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}")
     train_chunk = make_train_chunk(agent, sample, run.steps_per_call)
     validate = jax.jit(lambda s, k: agent.validate(s, sample(val_dataset, k)))
     train_log = CsvLog(os.path.join(train_dir, "train.csv"), step)
@@ -178,6 +195,8 @@ def main(_):
         start = time.perf_counter()
         state, metrics = train_chunk(state, dataset, jax.random.fold_in(data_key, step))
         step += run.steps_per_call
+        metrics = jax.device_get(metrics)
+        check_finite(metrics, step - run.steps_per_call, step, checkpoints.latest_step())
         if step % run.log_every == 0:
             metrics = {f"train/{k}": float(v) for k, v in metrics.items()}
             metrics.update({f"val/{k}": float(v) for k, v in validate(state, jax.random.fold_in(val_key, step)).items()})
@@ -201,11 +220,22 @@ def main(_):
           f"Report: {os.path.join(out_dir, 'report.md')}", flush=True)
 
 
+def main_reporting_user_errors(argv):
+    """User errors end in one line naming the bad value and a non-zero exit; bugs keep their traceback."""
+
+    try:
+        main(argv)
+    except (configs.ConfigError, envs.DatasetMissingError, envs.DatasetFormatError, ConfigMismatchError,
+            NonFiniteLossError) as error:
+        sys.exit(f"error: {error}")
+
+
 if __name__ == "__main__":
     COMMAND = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     # config_flags finds `--agent.<field>` overrides in sys.argv itself, so the name flag must leave it.
     AGENT_NAME, sys.argv = split_agent_name(sys.argv)
     if AGENT_NAME not in configs.AGENT_CONFIGS:
-        sys.exit(f"error: unknown agent {AGENT_NAME!r}; choose one of {sorted(configs.AGENT_CONFIGS)}")
+        sys.exit(f"error: unknown agent {AGENT_NAME!r}{configs.closest(AGENT_NAME, configs.AGENT_CONFIGS)}; "
+                 f"choose one of {sorted(configs.AGENT_CONFIGS)}")
     config_flags.DEFINE_config_dict("agent", configs.get_config(AGENT_NAME), "Agent config; set fields as --agent.<field>.")
-    app.run(main)
+    app.run(main_reporting_user_errors)

@@ -4,6 +4,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agents.agent import Agent
 
@@ -23,3 +24,18 @@ def make_train_chunk(agent: Agent, sample_batch: Callable[[Any, jax.Array], dict
         return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
     return jax.jit(train_chunk, donate_argnums=0)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the state that produced it must not be saved."""
+
+
+def check_finite(metrics: dict, first_step: int, last_step: int, last_saved_step: int | None) -> None:
+    """Raises NonFiniteLossError naming the losses and steps when any metric of a chunk is not finite."""
+    bad = sorted(name for name, value in metrics.items() if not np.all(np.isfinite(value)))
+    if bad:
+        kept = f"the checkpoint of step {last_saved_step} is kept" if last_saved_step else "no checkpoint was saved"
+        raise NonFiniteLossError(
+            f"non-finite {', '.join(bad)} in training steps {first_step + 1}..{last_step}; stopped before saving "
+            f"({kept}); lower --agent.lr or check the dataset for NaNs"
+        )

@@ -1,0 +1,229 @@
+"""The table runner: a grid of `main.py` runs (tasks × methods × seeds), launched through submitit.
+
+    python -m scripts.sweep --tasks=scene-play-singletask-task1-v0,puzzle-4x4-play-singletask-task1-v0 \
+        --methods=bc,bfn4,qfql,bptt,jacobian,qgf,qgf-bo4,fql,edp --seeds=0,1,2 [--executor=local|slurm]
+    python -m scripts.table --runs=runs/sweep --name=main
+
+A method is a training-time agent (`qgf`, `fql`, `edp`) evaluated as trained, or a test-time method
+evaluated with `main.py --eval_only` on the `qgf` run of the same task and seed (METHODS below). One job
+per (task, seed, training agent) trains the agent, then evaluates every method that uses its checkpoint,
+so a test-time method never waits on another job. Every evaluation runs twice on disjoint reset seeds:
+the *held-out* episodes (reset seed 1000·seed + 500), on which `scripts.table` chooses each method's
+guidance weight, and the *reported* episodes (reset seed 1000·seed, those of the training run's own
+evaluations), on which it reports that weight. Methods with a single weight skip the held-out pass.
+
+Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in `<run>/eval/<estimator>-bo<N>-reset<R>/`.
+A step whose output exists is skipped (a training run whose final checkpoint exists, an evaluation whose
+eval.csv exists), at submission and again when the job runs, so rerunning the command fills the holes
+and an interrupted training run resumes from its checkpoint. The local executor runs `--parallel` jobs
+at a time (1 by default: one machine); SLURM gets every job at once. Both go through the same code.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELDOUT_OFFSET = 500  # Held-out reset seeds start this far after the reported ones (> eval_episodes).
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    agent: str  # The training-time agent whose checkpoint is evaluated.
+    estimator: str  # `--agent.estimator` of the evaluation.
+    best_of_n: int = 1  # `--agent.best_of_n` of the evaluation.
+    sweep: bool = True  # Evaluated over the run's guidance-weight grid (else at w = 0 only).
+    label: str = ""  # Column title in the table.
+
+
+METHODS = {
+    "bc": Method("qgf", "none", 1, False, "BC"),
+    "bfn4": Method("qgf", "none", 4, False, "BFN-4"),
+    "bfn16": Method("qgf", "none", 16, False, "BFN-16"),
+    "qfql": Method("qgf", "noisy", 1, True, "QFQL"),
+    "bptt": Method("qgf", "bptt", 1, True, "BPTT"),
+    "jacobian": Method("qgf", "jacobian", 1, True, "QGF-Jacobian"),
+    "qgf": Method("qgf", "qgf", 1, True, "QGF"),
+    "qgf-bo4": Method("qgf", "qgf", 4, True, "QGF + BoN-4"),
+    "qgf-bo16": Method("qgf", "qgf", 16, True, "QGF + BoN-16"),
+    "fql": Method("fql", "none", 1, False, "FQL"),
+    "edp": Method("edp", "none", 1, False, "EDP"),
+}
+
+
+def reported_reset_seed(seed: int) -> int:
+    return 1000 * seed  # main.py's default, so the qgf run's own evaluations use the same episodes.
+
+
+def heldout_reset_seed(seed: int) -> int:
+    return 1000 * seed + HELDOUT_OFFSET
+
+
+def run_dir(root: str, task: str, agent: str, seed: int) -> str:
+    return os.path.join(root, task, agent, f"seed{seed}")
+
+
+def eval_dir(run: str, estimator: str, best_of_n: int, reset_seed: int) -> str:
+    return os.path.join(run, "eval", f"{estimator}-bo{best_of_n}-reset{reset_seed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One `main.py` command and the file whose presence says it is done."""
+
+    argv: tuple
+    run: str  # The training run dir it trains or evaluates.
+    output: str  # An eval.csv, or "" for a training step (done when the run's final checkpoint exists).
+
+    def done(self) -> bool:
+        if self.output:
+            return os.path.exists(self.output)
+        try:
+            with open(os.path.join(self.run, "config.json")) as f:
+                train_steps = json.load(f)["run"]["train_steps"]
+            saved = [int(n) for n in os.listdir(os.path.join(self.run, "checkpoints")) if n.isdigit()]
+        except (OSError, KeyError, ValueError):
+            return False
+        return bool(saved) and max(saved) >= train_steps
+
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+def run_steps(steps: list) -> list:
+    """The job: runs every step not yet done, in order, from the repository root; returns what it ran."""
+    ran = []
+    for step in steps:
+        if step.done():
+            continue
+        print(f"+ {step.command()}", flush=True)
+        subprocess.run(step.argv, cwd=ROOT, check=True)
+        ran.append(step.command())
+    return ran
+
+
+def family_preset(task: str) -> str:
+    """The task's family preset when configs has one, else the paper's setting."""
+    import configs
+    import envs
+
+    family = envs.parse_name(task).family
+    return family if family in configs.PRESETS else "paper"
+
+
+def plan(args) -> list:
+    """The jobs of the grid, each a list of Steps: train one agent on one task and seed, then evaluate."""
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    if args.eval_episodes is not None and args.eval_episodes > HELDOUT_OFFSET:
+        raise SystemExit(f"--eval_episodes must be <= {HELDOUT_OFFSET}, or held-out episodes overlap reported ones")
+    python = [sys.executable, os.path.join(ROOT, "main.py")]
+    extra = shlex.split(args.extra)
+    # main.py does not save where the data came from, and an evaluation needs it (for the state's shapes).
+    data = [f"--dataset_dir={args.dataset_dir}"] if args.dataset_dir else []
+    jobs = []
+    for task in args.tasks:
+        preset = args.preset or family_preset(task)
+        for seed in args.seeds:
+            for agent in dict.fromkeys(METHODS[m].agent for m in args.methods):
+                run = run_dir(args.root, task, agent, seed)
+                train = [*python, f"--agent={agent}", f"--env={task}", f"--seed={seed}", f"--preset={preset}",
+                         f"--run_dir={run}", "--progress=false", *data, *extra]
+                if args.train_steps is not None:
+                    train.append(f"--train_steps={args.train_steps}")
+                if args.eval_episodes is not None:
+                    train.append(f"--eval_episodes={args.eval_episodes}")
+                steps = [Step(tuple(train), run, "")]
+                for name in args.methods:
+                    method = METHODS[name]
+                    if method.agent != agent:
+                        continue
+                    resets = [reported_reset_seed(seed)] + ([heldout_reset_seed(seed)] if method.sweep else [])
+                    for reset in resets:
+                        evaluate = [*python, f"--agent={agent}", "--eval_only", f"--restore={run}",
+                                    f"--agent.estimator={method.estimator}", f"--agent.best_of_n={method.best_of_n}",
+                                    f"--eval_reset_seed={reset}", "--progress=false", *data]
+                        if not method.sweep:
+                            evaluate.append("--guidance_weights=0")
+                        if args.eval_episodes is not None:
+                            evaluate.append(f"--eval_episodes={args.eval_episodes}")
+                        output = os.path.join(eval_dir(run, method.estimator, method.best_of_n, reset), "eval.csv")
+                        steps.append(Step(tuple(evaluate), run, output))
+                jobs.append(steps)
+    return jobs
+
+
+def launch(jobs: list, args) -> None:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=os.path.join(args.root, "submitit", "%j"), cluster=args.executor)
+    executor.update_parameters(timeout_min=args.timeout_min, name="qgf-sweep")
+    if args.executor == "slurm":
+        executor.update_parameters(slurm_partition=args.partition, gpus_per_node=args.gpus, cpus_per_task=args.cpus)
+    parallel = args.parallel or (len(jobs) if args.executor == "slurm" else 1)
+    pending, running, failed = list(jobs), [], []
+    while pending or running:
+        while pending and len(running) < parallel:
+            steps = pending.pop(0)
+            running.append((executor.submit(run_steps, steps), steps))
+            print(f"submitted job {running[-1][0].job_id}: {steps[0].run}", flush=True)
+        time.sleep(args.poll_s)
+        for job, steps in list(running):
+            if job.done():
+                running.remove((job, steps))
+                try:
+                    job.result()
+                    print(f"finished {steps[0].run}", flush=True)
+                except Exception as error:  # A failed cell is reported and the grid goes on.
+                    failed.append(steps[0].run)
+                    print(f"FAILED {steps[0].run}: {error}\n  logs: {job.paths.stdout}, {job.paths.stderr}", flush=True)
+    if failed:
+        raise SystemExit(f"{len(failed)} job(s) failed: {failed}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=lambda s: s.split(","), required=True, help="comma-separated OGBench tasks")
+    parser.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS),
+                        help=f"comma-separated, from {','.join(METHODS)}")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    parser.add_argument("--root", default="runs/sweep", help="where the run dirs go")
+    parser.add_argument("--preset", default=None, help="configs preset; default: the task's family preset")
+    parser.add_argument("--train_steps", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--eval_episodes", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--dataset_dir", default=None, help="main.py --dataset_dir, for training and evaluation")
+    parser.add_argument("--extra", default="", help="more main.py flags for the training runs, e.g. '--agent.lr=1e-4'")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    parser.add_argument("--parallel", type=int, default=0, help="jobs at a time (default: 1 local, all on SLURM)")
+    parser.add_argument("--timeout_min", type=int, default=24 * 60)
+    parser.add_argument("--partition", default=None, help="SLURM partition")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per SLURM job")
+    parser.add_argument("--cpus", type=int, default=8, help="CPUs per SLURM job")
+    parser.add_argument("--poll_s", type=float, default=2.0)
+    parser.add_argument("--dry_run", action="store_true", help="print the commands still to run, launch nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    jobs = plan(args)
+    todo = [steps for steps in jobs if not all(step.done() for step in steps)]
+    print(f"{len(jobs)} jobs in the grid, {len(jobs) - len(todo)} already done.", flush=True)
+    if args.dry_run:
+        for steps in todo:
+            for step in steps:
+                if not step.done():
+                    print(step.command())
+        return
+    launch(todo, args)
+    print(f"Done. Table: python -m scripts.table --runs={args.root} --name=<name>", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The paper-style table of a grid of runs: `python -m scripts.table --runs=<root> --name=<name>`.
+
+Reads every run dir under `--runs` (a `config.json` with agent, env and seed) and its evaluations
+`eval/<estimator>-bo<N>-reset<R>/eval.csv` (those `scripts.sweep` launches), and writes
+`results/<name>.md` (rows = tasks and per-family averages, columns = methods, success in % as mean ±
+standard error over seeds) and `results/<name>.png` (the family averages as bars).
+
+A method's guidance weight is chosen per task on the *held-out* episodes (reset seed 1000·seed + 500): the
+weight of highest success averaged over seeds (the smaller weight on a tie). The table reports that
+weight's success on the *reported* episodes (reset seed 1000·seed), never the best weight of the reported
+episodes themselves. A method with one weight needs no held-out episodes.
+"""
+
+import argparse
+import collections
+import csv
+import json
+import os
+import re
+
+import numpy as np
+
+from scripts.sweep import METHODS, heldout_reset_seed, reported_reset_seed
+
+EVAL_TAG = re.compile(r"^(?P<estimator>.+)-bo(?P<best_of_n>\d+)-reset(?P<reset>\d+)$")
+
+
+def method_name(agent: str, estimator: str, best_of_n: int) -> str:
+    for name, method in METHODS.items():
+        if (method.agent, method.estimator, method.best_of_n) == (agent, estimator, best_of_n):
+            return name
+    return f"{agent}:{estimator}-bo{best_of_n}"
+
+
+def method_label(name: str) -> str:
+    return METHODS[name].label if name in METHODS else name
+
+
+def read_eval(path: str) -> tuple[dict, float | None]:
+    """{weight: success} of the last evaluated step (the all-tasks rows), and the FLOPs per decision."""
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("task", "all") == "all"]
+    if not rows:
+        return {}, None
+    last = max(int(float(r["step"])) for r in rows)
+    rows = [r for r in rows if int(float(r["step"])) == last]
+    flops = rows[0].get("flops_per_decision") or None
+    return {float(r["guidance_weight"]): float(r["success"]) for r in rows}, None if flops is None else float(flops)
+
+
+def collect(root: str) -> dict:
+    """{(task, method): {seed: {"reported": {w: success}, "heldout": {w: success}, "flops": x}}}."""
+    results = collections.defaultdict(dict)
+    for directory, _, files in sorted(os.walk(root)):
+        if "config.json" not in files or os.path.basename(os.path.dirname(directory)) == "eval":
+            continue
+        with open(os.path.join(directory, "config.json")) as f:
+            config = json.load(f)
+        if "agent" not in config or "env" not in config:
+            continue
+        seed = int(config["seed"])
+        roles = {reported_reset_seed(seed): "reported", heldout_reset_seed(seed): "heldout"}
+        evals = os.path.join(directory, "eval")
+        for tag in sorted(os.listdir(evals)) if os.path.isdir(evals) else []:
+            match, path = EVAL_TAG.match(tag), os.path.join(evals, tag, "eval.csv")
+            if not match or int(match["reset"]) not in roles or not os.path.exists(path):
+                continue
+            success, flops = read_eval(path)
+            name = method_name(config["agent"], match["estimator"], int(match["best_of_n"]))
+            entry = results[(config["env"], name)].setdefault(seed, {})
+            entry[roles[int(match["reset"])]] = success
+            if flops is not None:
+                entry["flops"] = flops
+    return dict(results)
+
+
+def choose_weight(per_seed: dict) -> float | None:
+    """The weight of highest held-out success (mean over seeds); the only weight when there is one."""
+    weights = sorted(set().union(*(s.get("reported", {}) for s in per_seed.values())))
+    if len(weights) == 1:
+        return weights[0]
+    heldout = [s["heldout"] for s in per_seed.values() if "heldout" in s]
+    if not heldout:
+        return None
+    means = {w: np.mean([h[w] for h in heldout if w in h]) for w in weights if any(w in h for h in heldout)}
+    return max(sorted(means), key=lambda w: means[w]) if means else None
+
+
+def summarize(results: dict) -> dict:
+    """{(task, method): {"weight", "mean", "stderr", "seeds", "flops"}} in success %, at the held-out weight."""
+    cells = {}
+    for key, per_seed in results.items():
+        weight = choose_weight(per_seed)
+        values = [100 * s["reported"][weight] for s in per_seed.values() if weight in s.get("reported", {})]
+        flops = [s["flops"] for s in per_seed.values() if "flops" in s]
+        cells[key] = {
+            "weight": weight,
+            "mean": float(np.mean(values)) if values else None,
+            "stderr": float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
+            "seeds": len(values),
+            "flops": float(np.mean(flops)) if flops else None,
+        }
+    return cells
+
+
+def family_of(task: str) -> str:
+    import envs
+
+    try:
+        return envs.parse_name(task).family
+    except ValueError:
+        return task
+
+
+def ordered_methods(cells: dict) -> list:
+    present = {method for _, method in cells}
+    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+
+
+def family_averages(cells: dict, tasks: list, methods: list) -> dict:
+    """{family: {method: (mean, stderr)}}: the mean over the family's tasks, s.e. combined as independent."""
+    families = collections.defaultdict(list)
+    for task in tasks:
+        families[family_of(task)].append(task)
+    averages = {}
+    for family, members in families.items():
+        averages[family] = {}
+        for method in methods:
+            found = [cells[(t, method)] for t in members if (t, method) in cells and cells[(t, method)]["mean"] is not None]
+            if len(found) == len(members):
+                mean = float(np.mean([c["mean"] for c in found]))
+                stderr = float(np.sqrt(np.sum([c["stderr"] ** 2 for c in found])) / len(found))
+                averages[family][method] = (mean, stderr)
+    return averages
+
+
+def format_cell(mean, stderr) -> str:
+    return "—" if mean is None else f"{mean:.1f} ± {stderr:.1f}"
+
+
+def format_markdown(name: str, cells: dict) -> str:
+    tasks = sorted({task for task, _ in cells}, key=lambda t: (family_of(t), t))
+    methods = ordered_methods(cells)
+    averages = family_averages(cells, tasks, methods)
+    seeds = sorted({c["seeds"] for c in cells.values()})
+    header = "| task | " + " | ".join(method_label(m) for m in methods) + " |"
+    rule = "|---" * (len(methods) + 1) + "|"
+    lines = [
+        f"# {name}",
+        "",
+        f"Success rate (%) per task, mean ± standard error over seeds ({'/'.join(map(str, seeds))} seeds per cell), "
+        "and per task family the average over its tasks. Methods with a guidance-weight sweep are reported at "
+        "the weight chosen on held-out evaluation episodes (reset seeds 1000·seed + 500), measured on separate "
+        "episodes (reset seeds 1000·seed); the weight is never chosen on the episodes reported.",
+        "",
+        header,
+        rule,
+    ]
+    for family in dict.fromkeys(family_of(t) for t in tasks):
+        for task in [t for t in tasks if family_of(t) == family]:
+            row = [format_cell(cells[(task, m)]["mean"], cells[(task, m)]["stderr"]) if (task, m) in cells else "—"
+                   for m in methods]
+            lines.append(f"| {task} | " + " | ".join(row) + " |")
+        row = [format_cell(*averages[family][m]) if m in averages[family] else "—" for m in methods]
+        lines.append(f"| **{family} (average)** | " + " | ".join(f"**{c}**" for c in row) + " |")
+
+    lines += ["", "## Guidance weight chosen on held-out episodes", "", header, rule]
+    for task in tasks:
+        row = []
+        for m in methods:
+            weight = cells[(task, m)]["weight"] if (task, m) in cells else None
+            row.append("—" if weight is None else f"{weight:g}")
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+
+    lines += ["", "## Compute", "",
+              "FLOPs per decision (one action chunk for one environment; XLA's cost analysis of the compiled "
+              "policy), averaged over the runs.", "", "| method | FLOPs per decision |", "|---|---|"]
+    for m in methods:
+        flops = [cells[(t, m)]["flops"] for t in tasks if (t, m) in cells and cells[(t, m)]["flops"] is not None]
+        lines.append(f"| {method_label(m)} | {np.mean(flops):.3g} |" if flops else f"| {method_label(m)} | — |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: str, name: str, cells: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({task for task, _ in cells}, key=lambda t: (family_of(t), t))
+    methods = ordered_methods(cells)
+    averages = family_averages(cells, tasks, methods)
+    families = list(averages)
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(families) * max(len(methods), 1) * 0.35 + 2), 3.4))
+    for i, method in enumerate(methods):
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(families))]
+        values = [averages[f].get(method, (np.nan, 0.0)) for f in families]
+        ax.bar(xs, [v[0] for v in values], width, yerr=[v[1] for v in values], capsize=2, label=method_label(method))
+    ax.set_xticks(range(len(families)), families)
+    ax.set_ylabel("success (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(name, fontsize=9)
+    ax.legend(fontsize=7, ncol=min(len(methods), 4))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_table(runs: str, name: str, out_dir: str = "results") -> str:
+    cells = summarize(collect(runs))
+    if not cells:
+        raise SystemExit(f"no evaluations found under {runs}")
+    os.makedirs(out_dir, exist_ok=True)
+    markdown = format_markdown(name, cells)
+    path = os.path.join(out_dir, f"{name}.md")
+    with open(path, "w") as f:
+        f.write(markdown)
+    plot(os.path.join(out_dir, f"{name}.png"), name, cells)
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, help="root of the run dirs (scripts.sweep's --root)")
+    parser.add_argument("--name", required=True, help="the table's name: results/<name>.md and .png")
+    parser.add_argument("--out_dir", default="results")
+    args = parser.parse_args(argv)
+    path = write_table(args.runs, args.name, args.out_dir)
+    print(open(path).read())
+    print(f"Wrote {path} and {os.path.splitext(path)[0]}.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Bad input ends in a one-line error naming the bad value, a non-zero exit and no traceback."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+from conftest import TINY_RUN_FLAGS, TINY_TASK, run_main
+
+import configs
+import guidance
+from agents.training import NonFiniteLossError, check_finite
+
+
+def assert_user_error(process, *fragments):
+    assert process.returncode != 0
+    assert "Traceback" not in process.stderr, process.stderr[-2000:]
+    last_line = process.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: "), process.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in last_line, last_line
+
+
+def test_estimator_names_match_the_guidance_registry():
+    assert sorted(configs.ESTIMATOR_NAMES) == sorted(guidance.ESTIMATORS)
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("horizon", 0, "--agent.horizon=0 must be >= 1"),
+        ("denoising_steps", 0, "--agent.denoising_steps=0 must be >= 1"),
+        ("expectile", 1.0, "--agent.expectile=1.0 must lie in (0, 1)"),
+        ("expectile", 0.0, "--agent.expectile=0.0 must lie in (0, 1)"),
+        ("discount", 0.0, "--agent.discount=0.0 must lie in (0, 1]"),
+        ("discount", 1.5, "--agent.discount=1.5 must lie in (0, 1]"),
+        ("estimator", "qfg", "did you mean 'qgf'?"),
+        ("best_of_n", 0, "--agent.best_of_n=0 must be >= 1"),
+    ],
+)
+def test_out_of_range_agent_settings_are_named(field, value, fragment):
+    config = configs.get_config("qgf")
+    config[field] = value
+    with pytest.raises(configs.ConfigError) as error:
+        configs.check_config(config, [0.0])
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("weight", [math.nan, -0.1, math.inf])
+def test_bad_guidance_weights_are_named(weight):
+    with pytest.raises(configs.ConfigError, match="guidance weight .* must be a finite number >= 0"):
+        configs.check_config(configs.get_config("qgf"), [0.0, weight])
+
+
+def test_unknown_names_list_the_valid_ones_and_suggest_the_closest():
+    with pytest.raises(configs.ConfigError, match=r"unknown preset 'papr' \(did you mean 'paper'\?\)"):
+        configs.get_config("qgf", "papr")
+    with pytest.raises(configs.ConfigError, match=r"unknown agent 'qgff' \(did you mean 'qgf'\?\); choose one of"):
+        configs.get_config("qgff")
+
+
+def test_non_finite_metrics_stop_with_the_step_and_loss():
+    check_finite({"critic/loss": np.float32(1.0)}, 0, 10, None)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite critic/loss in training steps 11..20.*step 10 is kept"):
+        check_finite({"critic/loss": np.float32(np.nan), "policy/bc_loss": np.float32(0.1)}, 10, 20, 10)
+
+
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--agent=qfg"], ["unknown agent 'qfg'", "did you mean 'qgf'?"]),
+        (["--env=cube-singel-play-singletask-task1-v0"], ["--env", "cube-singel"]),
+        (["--preset=dmeo"], ["unknown preset 'dmeo'", "did you mean 'demo'?"]),
+        (["--guidance_weights=0,nan"], ["guidance weight nan"]),
+        (["--agent.horizon=0"], ["--agent.horizon=0 must be >= 1"]),
+    ],
+)
+def test_main_reports_bad_names_and_values_in_one_line(flags, fragments, tmp_path):
+    assert_user_error(run_main(f"--run_dir={tmp_path}", *flags, check=False), *fragments)
+
+
+def test_main_prints_the_generate_command_for_a_missing_dataset(tmp_path):
+    process = run_main(f"--env={TINY_TASK}", f"--dataset_dir={tmp_path}", "--nogenerate_missing",
+                       f"--run_dir={tmp_path / 'run'}", check=False)
+    assert process.returncode != 0 and "Traceback" not in process.stderr
+    assert "python -m envs.generate --dataset=cube-single-play-v0" in process.stderr
+
+
+def test_batch_larger_than_the_dataset_is_named(tiny_dataset_dir, tmp_path):
+    process = run_main(f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={tmp_path}",
+                       *TINY_RUN_FLAGS, "--agent.batch_size=100000", check=False)
+    assert_user_error(process, "--agent.batch_size=100000 exceeds the dataset's")
+
+
+def test_a_nan_in_the_data_stops_training_without_saving(tiny_dataset_dir, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz"):
+        arrays = dict(np.load(os.path.join(tiny_dataset_dir, name)))
+        arrays["observations"][::2] = np.nan
+        np.savez(data_dir / name, **arrays)
+    run_dir = tmp_path / "run"
+    process = run_main(f"--env={TINY_TASK}", f"--dataset_dir={data_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS,
+                       check=False)
+    assert_user_error(process, "non-finite", "training steps 1..2", "no checkpoint was saved")
+    assert not [n for n in os.listdir(run_dir / "checkpoints") if n.isdigit()]

@@ -2,7 +2,10 @@
 
 `get_config(agent, preset)` returns the agent's defaults with the preset applied. Defaults follow the
 QGF paper's network shapes at a size that trains on one GPU in hours; `paper` is the paper's setting;
-`demo` is the small setting `python main.py` runs on a laptop CPU in minutes.
+`demo` is the small setting `python main.py` runs on a laptop CPU in minutes. One preset per task family
+of the paper (`scene`, `puzzle-4x4`, `puzzle-4x5`, `puzzle-4x6`, `cube-triple`, `cube-quadruple`) is the
+paper's setting with that family's baseline coefficients; `size-0.8m`, `size-3.2m`, `size-12.7m` set the
+model size. Presets compose with "+", left to right: `--preset=scene+size-0.8m`.
 """
 
 import difflib
@@ -58,7 +61,9 @@ def run_config() -> ml_collections.ConfigDict:
     c.eval_every = 100_000  # Steps between evaluation sweeps (one more at the end).
     c.save_every = 50_000  # Steps between checkpoints (one more at the end).
     c.eval_episodes = 30  # Episodes per guidance weight.
+    c.eval_envs = 64  # Most environments alive at once (each holds ~150 MB); more episodes run in waves.
     c.dataset_dir = ""  # Where datasets live ("" is OGBench's ~/.ogbench/data).
+    c.dataset_path = ""  # A dataset .npz file or a directory of .npz slices, instead of dataset_dir.
     c.dataset_episodes = 0  # Episodes to generate when the dataset is missing (0: OGBench's count).
     c.dataset_episode_steps = 1001  # Steps per generated episode (OGBench's recipe: 1001).
     return c
@@ -128,7 +133,7 @@ def demo_preset(c: ml_collections.ConfigDict) -> None:
     c.batch_size = 256
     c.discount = 0.99
     if len(c.guidance_weights) > 1:  # Agents with a sweep; fql and edp keep their single weight.
-        c.guidance_weights = (0.0, 0.01, 0.03, 0.1, 0.3)
+        c.guidance_weights = (0.0, 0.03, 0.1, 0.3)
 
 
 def demo_run(r: ml_collections.ConfigDict) -> None:
@@ -139,9 +144,10 @@ def demo_run(r: ml_collections.ConfigDict) -> None:
     r.eval_every = 20_000
     r.save_every = 10_000
     r.eval_episodes = 20
-    # A small dataset of its own, so it never stands in for OGBench's full-size file.
-    r.dataset_dir = "~/.ogbench/data/qgf-demo"
-    r.dataset_episodes = 40
+    r.eval_envs = 80
+    # A small dataset of its own (named by its size), so it never stands in for OGBench's full-size file.
+    r.dataset_episodes = 50
+    r.dataset_dir = f"~/.ogbench/data/qgf-demo-{r.dataset_episodes}ep"
     r.dataset_episode_steps = 1001
 
 
@@ -245,7 +251,8 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
         require(math.isfinite(w) and w >= 0, f"guidance weight {w} must be a finite number >= 0 (0 is plain BC)")
     require(config.horizon >= 1, f"--agent.horizon={config.horizon} must be >= 1 (1 turns action chunking off)")
     require(config.denoising_steps >= 1, f"--agent.denoising_steps={config.denoising_steps} must be >= 1")
-    require(0 < config.expectile < 1, f"--agent.expectile={config.expectile} must lie in (0, 1), e.g. 0.9")
+    if "expectile" in config:  # fql has no value network.
+        require(0 < config.expectile < 1, f"--agent.expectile={config.expectile} must lie in (0, 1), e.g. 0.9")
     require(0 < config.discount <= 1, f"--agent.discount={config.discount} must lie in (0, 1], e.g. 0.99")
     require(config.batch_size >= 1, f"--agent.batch_size={config.batch_size} must be >= 1")
     require(config.lr > 0, f"--agent.lr={config.lr} must be > 0")
@@ -256,3 +263,12 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
             f"{closest(config.estimator, ESTIMATOR_NAMES)}; choose one of {list(ESTIMATOR_NAMES)}")
     require(config.critic_aggregation in ("min", "mean"),
             f"--agent.critic_aggregation={config.critic_aggregation!r} must be 'min' or 'mean'")
+    if "actor_q_aggregation" in config:  # fql and edp.
+        require(config.actor_q_aggregation in ("min", "mean"),
+                f"--agent.actor_q_aggregation={config.actor_q_aggregation!r} must be 'min' or 'mean'")
+    if config.agent_name == "fql":
+        require(config.alpha >= 0, f"--agent.alpha={config.alpha} must be >= 0")
+        require(config.estimator == "none" and config.best_of_n == 1,
+                "fql has no test-time guidance: keep --agent.estimator=none and --agent.best_of_n=1")
+    if config.agent_name == "edp":
+        require(config.bc_weight >= 0, f"--agent.bc_weight={config.bc_weight} must be >= 0")

@@ -13,10 +13,15 @@ import os
 import shlex
 import sys
 import time
+import warnings
+
+# Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds).
+warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing.*")
+warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
@@ -49,8 +54,11 @@ flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
 def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
-    """Takes `--agent=<name>` (or `--agent <name>`) out of argv; `--agent.<field>` flags stay for absl."""
-    name, rest, i = "qgf", [], 0
+    """Takes `--agent=<name>` (or `--agent <name>`) out of argv; `--agent.<field>` flags stay for absl.
+
+    Without one, the agent is qgf, or the saved run's agent for `--eval_only --restore=<run dir>`.
+    """
+    name, rest, i = None, [], 0
     while i < len(argv):
         if argv[i].startswith("--agent="):
             name = argv[i].split("=", 1)[1]
@@ -59,7 +67,12 @@ def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
         else:
             rest.append(argv[i])
         i += 1
-    return name, rest
+    restore = [a.split("=", 1)[1] for a in argv if a.startswith("--restore=")]
+    saved_config = os.path.join(restore[-1], "config.json") if restore else ""
+    if name is None and "--eval_only" in argv and os.path.exists(saved_config):
+        with open(saved_config) as f:
+            name = json.load(f)["agent"]
+    return name or "qgf", rest
 
 
 def resolved_agent_config(agent_name: str, preset: str, base: dict | None = None):
@@ -76,11 +89,11 @@ def resolved_agent_config(agent_name: str, preset: str, base: dict | None = None
 
 def load_data(env_name: str, run):
 
-    dataset_dir = os.path.expanduser(FLAGS.dataset_dir or run.dataset_dir or envs.default_dataset_dir())
+    dataset_dir = os.path.expanduser(run.dataset_dir or envs.default_dataset_dir())
     try:
-        return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=FLAGS.dataset_path)
+        return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=run.dataset_path or None)
     except envs.DatasetMissingError:
-        if not FLAGS.generate_missing or FLAGS.dataset_path:
+        if not FLAGS.generate_missing or run.dataset_path:
             raise
     envs.generate_dataset(env_name, dataset_dir, episodes=run.dataset_episodes or None, seed=0,
                           max_episode_steps=run.dataset_episode_steps, progress=FLAGS.progress)
@@ -100,8 +113,7 @@ def check_data_fits(dataset: dict, config) -> None:
 
 
 def main(_):
-
-
+    logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every step of a save at INFO.
     saved = None
     if FLAGS.eval_only:
         if not FLAGS.restore:
@@ -115,6 +127,10 @@ def main(_):
     for name in ("train_steps", "steps_per_call", "log_every", "eval_every", "save_every", "eval_episodes"):
         if getattr(FLAGS, name) is not None:
             run[name] = getattr(FLAGS, name)
+    run.dataset_dir = FLAGS.dataset_dir or run.dataset_dir
+    run.dataset_path = FLAGS.dataset_path or run.dataset_path
+    if saved and saved["agent"] != AGENT_NAME:
+        raise configs.ConfigError(f"{FLAGS.restore} holds a '{saved['agent']}' run; drop --agent={AGENT_NAME}")
     env_name = saved["env"] if saved else FLAGS.env or run.env_name
     weights = saved["guidance_weights"] if saved else list(config.guidance_weights)
     weights = [float(w) for w in FLAGS.guidance_weights] if FLAGS.guidance_weights else weights
@@ -124,10 +140,10 @@ def main(_):
     except ValueError as error:
         raise configs.ConfigError(f"--env: {error}") from None
     seed = saved["seed"] if saved else FLAGS.seed
-    resolved = {"agent": AGENT_NAME, "preset": preset, "env": env_name, "seed": seed, "guidance_weights": weights,
-                "agent_config": to_plain(config), "run": to_plain(run)}
-    train_dir = FLAGS.restore or FLAGS.run_dir or default_run_dir("runs", env_name, AGENT_NAME, seed, resolved)
     reset_seed = 1000 * seed if FLAGS.eval_reset_seed is None else FLAGS.eval_reset_seed
+    resolved = {"agent": AGENT_NAME, "preset": preset, "env": env_name, "seed": seed, "guidance_weights": weights,
+                "eval_reset_seed": reset_seed, "agent_config": to_plain(config), "run": to_plain(run)}
+    train_dir = FLAGS.restore or FLAGS.run_dir or default_run_dir("runs", env_name, AGENT_NAME, seed, resolved)
     eval_tag = f"{config.estimator}-bo{config.best_of_n}-reset{reset_seed}"
     out_dir = os.path.join(train_dir, "eval", eval_tag) if saved else train_dir
     if not saved:
@@ -153,7 +169,7 @@ def main(_):
                                    p_rand=config.p_rand, success_fn=envs.goal_success_fn(env_name))
     agent = agents.make(AGENT_NAME, config)
     init_key, data_key, val_key, eval_key = jax.random.split(jax.random.PRNGKey(seed), 4)
-    state = agent.init(init_key, sample(dataset, data_key))
+    state = jax.jit(agent.init)(init_key, sample(dataset, data_key))
     checkpoints = Checkpoints(os.path.join(train_dir, "checkpoints"))
     step = checkpoints.latest_step() or 0
     if step:
@@ -166,7 +182,7 @@ def main(_):
     eval_log = CsvLog(os.path.join(out_dir, "eval.csv"), step if not saved else -1)
 
     def evaluate(step):
-        rows, timing = evaluate_sweep(act, state, env_name, weights, run.eval_episodes,
+        rows, timing = evaluate_sweep(act, state, env_name, weights, run.eval_episodes, run.eval_envs,
                                       jax.random.fold_in(eval_key, step), seed=reset_seed)
         for row in rows:
             eval_log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})

@@ -91,8 +91,10 @@ def flops_per_decision(act, *args) -> float | None:
     return cache[shapes]
 
 
-def evaluate_sweep(act, state, env_name: str, weights, episodes: int, key, seed: int, max_steps=None) -> tuple:
-    """Runs len(weights) × tasks × episodes episodes together; returns (rows, timing dict).
+def evaluate_sweep(act, state, env_name: str, weights, episodes: int, max_envs: int, key, seed: int,
+                   max_steps=None) -> tuple:
+    """Runs len(weights) × tasks × episodes episodes together, at most `max_envs` at a time; returns
+    (rows, timing dict).
 
     `act(state, observations, key, guidance_weight, goals) -> [N, H, A]` is the agent's (jitted) act;
     `goals` is None for single-task envs.
@@ -124,7 +126,7 @@ def evaluate_sweep(act, state, env_name: str, weights, episodes: int, key, seed:
 
     start = time.perf_counter()
     results = envs.evaluate(policy_fn, env_name, total, seed=seed, reset_seeds=reset_seeds, task_ids=task_ids,
-                            max_steps=max_steps)
+                            max_steps=max_steps, num_envs=max_envs)
     seconds = time.perf_counter() - start
     timing = {"eval_seconds": seconds, "policy_seconds": policy_seconds, "env_seconds": seconds - policy_seconds}
     rows = summarize(weights, tasks, episodes, results)

@@ -9,8 +9,10 @@ evaluated with `main.py --eval_only` on the `qgf` run of the same task and seed 
 per (task, seed, training agent) trains the agent, then evaluates every method that uses its checkpoint,
 so a test-time method never waits on another job. Every evaluation runs twice on disjoint reset seeds:
 the *held-out* episodes (reset seed 1000·seed + 500), on which `scripts.table` chooses each method's
-guidance weight, and the *reported* episodes (reset seed 1000·seed, those of the training run's own
-evaluations), on which it reports that weight. Methods with a single weight skip the held-out pass.
+guidance weight, and the *reported* episodes (reset seed 1000·seed), on which it reports that weight.
+Methods with a single weight skip the held-out pass, and the method a training run evaluates itself
+(qgf's `qgf`, `fql`, `edp`: same estimator and best-of-N, reset seed 1000·seed) takes its reported
+numbers from the run's own final evaluation instead of evaluating again.
 
 Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in `<run>/eval/<estimator>-bo<N>-reset<R>/`.
 A step whose output exists is skipped (a training run whose final checkpoint exists, an evaluation whose
@@ -123,6 +125,8 @@ def plan(args) -> list:
         raise SystemExit(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
     if args.eval_episodes is not None and args.eval_episodes > HELDOUT_OFFSET:
         raise SystemExit(f"--eval_episodes must be <= {HELDOUT_OFFSET}, or held-out episodes overlap reported ones")
+    import configs
+
     python = [sys.executable, os.path.join(ROOT, "main.py")]
     extra = shlex.split(args.extra)
     # main.py does not save where the data came from, and an evaluation needs it (for the state's shapes).
@@ -140,11 +144,14 @@ def plan(args) -> list:
                 if args.eval_episodes is not None:
                     train.append(f"--eval_episodes={args.eval_episodes}")
                 steps = [Step(tuple(train), run, "")]
+                trained = configs.get_config(agent, preset)
                 for name in args.methods:
                     method = METHODS[name]
                     if method.agent != agent:
                         continue
                     resets = [reported_reset_seed(seed)] + ([heldout_reset_seed(seed)] if method.sweep else [])
+                    if (method.estimator, method.best_of_n) == (trained.estimator, trained.best_of_n):
+                        resets.remove(reported_reset_seed(seed))  # The training run's own final evaluation.
                     for reset in resets:
                         evaluate = [*python, f"--agent={agent}", "--eval_only", f"--restore={run}",
                                     f"--agent.estimator={method.estimator}", f"--agent.best_of_n={method.best_of_n}",
@@ -162,10 +169,12 @@ def plan(args) -> list:
 def launch(jobs: list, args) -> None:
     import submitit
 
-    executor = submitit.AutoExecutor(folder=os.path.join(args.root, "submitit", "%j"), cluster=args.executor)
+    executor = submitit.AutoExecutor(folder=os.path.join(args.root, "submitit"), cluster=args.executor)
     executor.update_parameters(timeout_min=args.timeout_min, name="qgf-sweep")
     if args.executor == "slurm":
-        executor.update_parameters(slurm_partition=args.partition, gpus_per_node=args.gpus, cpus_per_task=args.cpus)
+        executor.update_parameters(gpus_per_node=args.gpus, cpus_per_task=args.cpus)
+        if args.partition:
+            executor.update_parameters(slurm_partition=args.partition)
     parallel = args.parallel or (len(jobs) if args.executor == "slurm" else 1)
     pending, running, failed = list(jobs), [], []
     while pending or running:

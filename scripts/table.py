@@ -48,6 +48,24 @@ def read_eval(path: str) -> tuple[dict, float | None]:
     return {float(r["guidance_weight"]): float(r["success"]) for r in rows}, None if flops is None else float(flops)
 
 
+def own_evaluation(directory: str, config: dict):
+    """(method, {w: success}, FLOPs) of a finished training run's own final evaluation, or None.
+
+    main.py evaluates a training run on reset seeds 1000·seed (the reported ones) with its config's
+    estimator and best-of-N; an `--eval_only` evaluation of the same method, when present, replaces it.
+    """
+    path = os.path.join(directory, "eval.csv")
+    agent_config, run = config.get("agent_config", {}), config.get("run", {})
+    if not os.path.exists(path) or "estimator" not in agent_config or "train_steps" not in run:
+        return None
+    with open(path) as f:
+        steps = [int(float(r["step"])) for r in csv.DictReader(f)]
+    if not steps or max(steps) != run["train_steps"]:
+        return None  # Unfinished.
+    success, flops = read_eval(path)
+    return method_name(config["agent"], agent_config["estimator"], int(agent_config["best_of_n"])), success, flops
+
+
 def collect(root: str) -> dict:
     """{(task, method): {seed: {"reported": {w: success}, "heldout": {w: success}, "flops": x}}}."""
     results = collections.defaultdict(dict)
@@ -60,6 +78,10 @@ def collect(root: str) -> dict:
             continue
         seed = int(config["seed"])
         roles = {reported_reset_seed(seed): "reported", heldout_reset_seed(seed): "heldout"}
+        own = own_evaluation(directory, config)
+        if own is not None:
+            name, success, flops = own
+            results[(config["env"], name)][seed] = {"reported": success, **({"flops": flops} if flops else {})}
         evals = os.path.join(directory, "eval")
         for tag in sorted(os.listdir(evals)) if os.path.isdir(evals) else []:
             match, path = EVAL_TAG.match(tag), os.path.join(evals, tag, "eval.csv")
@@ -74,8 +96,10 @@ def collect(root: str) -> dict:
     return dict(results)
 
 
-def choose_weight(per_seed: dict) -> float | None:
-    """The weight of highest held-out success (mean over seeds); the only weight when there is one."""
+def choose_weight(method: str, per_seed: dict) -> float | None:
+    """The weight of highest held-out success (mean over seeds); 0 for a method without a sweep."""
+    if method in METHODS and not METHODS[method].sweep:
+        return 0.0
     weights = sorted(set().union(*(s.get("reported", {}) for s in per_seed.values())))
     if len(weights) == 1:
         return weights[0]
@@ -90,7 +114,7 @@ def summarize(results: dict) -> dict:
     """{(task, method): {"weight", "mean", "stderr", "seeds", "flops"}} in success %, at the held-out weight."""
     cells = {}
     for key, per_seed in results.items():
-        weight = choose_weight(per_seed)
+        weight = choose_weight(key[1], per_seed)
         values = [100 * s["reported"][weight] for s in per_seed.values() if weight in s.get("reported", {})]
         flops = [s["flops"] for s in per_seed.values() if "flops" in s]
         cells[key] = {
@@ -148,7 +172,7 @@ def format_markdown(name: str, cells: dict) -> str:
     lines = [
         f"# {name}",
         "",
-        f"Success rate (%) per task, mean ± standard error over seeds ({'/'.join(map(str, seeds))} seeds per cell), "
+        f"Success rate (%) per task, mean ± standard error over seeds (seeds per cell: {'/'.join(map(str, seeds))}), "
         "and per task family the average over its tasks. Methods with a guidance-weight sweep are reported at "
         "the weight chosen on held-out evaluation episodes (reset seeds 1000·seed + 500), measured on separate "
         "episodes (reset seeds 1000·seed); the weight is never chosen on the episodes reported.",

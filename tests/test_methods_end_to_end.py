@@ -1,9 +1,9 @@
 """Every method from the same main.py, through the table runner (scripts.sweep, submitit's local executor)
 and into the paper-style table (scripts.table), with tiny sizes.
 
-By default: fql and edp train through main.py, then the sweep evaluates them (skipping the finished
-training) and the table collects them. With QGF_SLOW_TESTS=1 also the whole grid of test-time methods on
-one qgf run (about 20 main.py processes: minutes, not seconds).
+By default: the sweep trains fql and edp through main.py (their own final evaluations are the reported
+ones), skips them when rerun, and the table collects them. With QGF_SLOW_TESTS=1 also qgf and every
+test-time method on its run (13 main.py processes: minutes, not seconds).
 """
 
 import csv
@@ -12,8 +12,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK, run_main
+from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK
 
+import configs
 from scripts import sweep
 
 # The sweep passes --preset itself; the guidance weights go to the training runs, so evaluations inherit them.
@@ -32,7 +33,12 @@ def run_sweep(root, dataset_dir, methods, *more):
 
 
 def eval_rows(root, agent, estimator, best_of_n, reset):
-    path = os.path.join(sweep.eval_dir(sweep.run_dir(str(root), TINY_TASK, agent, 0), estimator, best_of_n, reset), "eval.csv")
+    """The rows of one evaluation; the training run's own for the method it evaluates itself on reported episodes."""
+    run = sweep.run_dir(str(root), TINY_TASK, agent, 0)
+    path = os.path.join(sweep.eval_dir(run, estimator, best_of_n, reset), "eval.csv")
+    trained = configs.get_config(agent)
+    if (estimator, best_of_n) == (trained.estimator, trained.best_of_n) and reset == sweep.reported_reset_seed(0):
+        path = os.path.join(run, "eval.csv")
     with open(path) as f:
         return list(csv.DictReader(f))
 
@@ -43,27 +49,22 @@ def table_markdown(root, tmp_path):
     return open(tmp_path / "tiny.md").read()
 
 
-def test_fql_and_edp_train_with_main_then_the_sweep_evaluates_them(tiny_dataset_dir, tmp_path):
+def test_the_sweep_trains_fql_and_edp_with_main_and_the_table_collects_them(tiny_dataset_dir, tmp_path):
     root = tmp_path / "runs"
-    for agent in ("fql", "edp"):
-        # The command the sweep would run, so that the sweep finds the training done.
-        run_main(f"--agent={agent}", f"--env={TINY_TASK}", "--seed=0", "--preset=demo", "--progress=false",
-                 f"--run_dir={sweep.run_dir(str(root), TINY_TASK, agent, 0)}", f"--dataset_dir={tiny_dataset_dir}",
-                 *TRAIN_FLAGS)
-        run = sweep.run_dir(str(root), TINY_TASK, agent, 0)
-        assert {"report.md", "eval.csv", "train.csv", "checkpoints"} <= set(os.listdir(run))
-        with open(os.path.join(run, "train.csv")) as f:
-            assert all(float(r["train/critic/loss"]) >= 0 for r in csv.DictReader(f))
-        with open(os.path.join(run, "eval.csv")) as f:
-            rows = list(csv.DictReader(f))
-        assert [float(r["guidance_weight"]) for r in rows] == [0.0, 0.1] and float(rows[0]["flops_per_decision"]) > 0
-        assert "FLOPs per decision" in open(os.path.join(run, "report.md")).read()
-
     out = run_sweep(root, tiny_dataset_dir, "fql,edp")
     assert "2 jobs in the grid, 0 already done." in out
     for agent in ("fql", "edp"):
-        rows = eval_rows(root, agent, "none", 1, sweep.reported_reset_seed(0))
-        assert [float(r["guidance_weight"]) for r in rows] == [0.0] and int(rows[0]["episodes"]) == 2
+        run = sweep.run_dir(str(root), TINY_TASK, agent, 0)
+        assert {"report.md", "eval.csv", "train.csv", "checkpoints"} <= set(os.listdir(run))
+        with open(os.path.join(run, "train.csv")) as f:
+            train = list(csv.DictReader(f))
+        assert [int(r["step"]) for r in train] == [2, 4] and all(float(r["train/critic/loss"]) >= 0 for r in train)
+        with open(os.path.join(run, "eval.csv")) as f:
+            rows = list(csv.DictReader(f))
+        assert [float(r["guidance_weight"]) for r in rows] == [0.0, 0.1] and int(rows[0]["episodes"]) == 2
+        assert float(rows[0]["flops_per_decision"]) > 0
+        assert "FLOPs per decision" in open(os.path.join(run, "report.md")).read()
+        assert not os.path.exists(os.path.join(run, "eval"))  # Its own final evaluation is the reported one.
     assert "2 jobs in the grid, 2 already done." in run_sweep(root, tiny_dataset_dir, "fql,edp")
 
     markdown = table_markdown(root, tmp_path)
@@ -81,5 +82,40 @@ def test_every_test_time_method_evaluates_one_qgf_run(tiny_dataset_dir, tmp_path
         for reset in resets:
             rows = eval_rows(root, "qgf", method.estimator, method.best_of_n, reset)
             assert [float(r["guidance_weight"]) for r in rows] == ([0.0, 0.1] if method.sweep else [0.0])
+            assert {(r["estimator"], int(r["best_of_n"])) for r in rows} == {(method.estimator, method.best_of_n)}
+            assert all(float(r["flops_per_decision"]) > 0 for r in rows)
     markdown = table_markdown(root, tmp_path)
     assert "| task | BC | BFN-4 | QFQL | BPTT | QGF-Jacobian | QGF | QGF + BoN-4 |" in markdown
+
+
+def test_flops_per_decision_counts_every_loop_step_and_matches_the_analytic_count():
+    import jax
+    import jax.numpy as jnp
+
+    import agents
+    from bench.flops import guided_action_flops
+    from scripts.evaluation import flops_per_decision
+
+    matrix = jnp.eye(8)
+
+    def five_matmuls(state, observations, key, weights, goals):
+        return jax.lax.scan(lambda x, _: (x @ state, None), observations, None, length=5)[0]
+
+    # Per observation: 5 steps of a [1, 8] × [8, 8] product, 2·8·8 FLOPs each (XLA counts a rolled body once).
+    assert flops_per_decision(five_matmuls, matrix, jnp.ones((3, 8)), None, jnp.zeros(3), None) == 5 * 2 * 8 * 8
+
+    config = configs.get_config("qgf")
+    config.update(actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), horizon=2, denoising_steps=3)
+    batch = {"observations": jnp.zeros((2, 6)), "actions": jnp.zeros((2, 2, 3)), "rewards": jnp.zeros((2, 2)),
+             "masks": jnp.ones((2, 2)), "valid": jnp.ones((2, 2)), "next_observations": jnp.zeros((2, 2, 6))}
+    flops = {}
+    for estimator, best_of_n in (("none", 1), ("qgf", 1), ("qgf", 4)):
+        config.update(estimator=estimator, best_of_n=best_of_n)
+        agent = agents.make("qgf", config)
+        state = jax.jit(agent.init)(jax.random.PRNGKey(0), batch)
+        flops[estimator, best_of_n] = flops_per_decision(agent.act, state, batch["observations"], jax.random.PRNGKey(1),
+                                                         jnp.zeros(2), None)
+        # XLA also counts LayerNorm, GELU, noise and clipping, which at width 32 rival the Dense layers.
+        analytic = guided_action_flops(config, obs_dim=6, action_dim=3)
+        assert analytic < flops[estimator, best_of_n] < 2.5 * analytic, (estimator, best_of_n, flops, analytic)
+    assert 4 <= flops["qgf", 4] / flops["qgf", 1] < 5 and flops["qgf", 1] > 2 * flops["none", 1]

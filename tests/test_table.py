@@ -13,28 +13,37 @@ FIELDS = ["step", "estimator", "best_of_n", "guidance_weight", "task", "success"
           "episodes", "flops_per_decision"]
 
 
-def write_run(root, task, agent, seed, evals):
-    """A run dir as main.py and scripts.sweep leave it; `evals` maps (estimator, best_of_n, reset) to {w: success}."""
+def write_eval(path, estimator, best_of_n, successes, last_step=4):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        for step, scale in ((2, 0.0), (last_step, 1.0)):  # An older step, which the table must ignore.
+            for weight, success in successes.items():
+                writer.writerow({"step": step, "estimator": estimator, "best_of_n": best_of_n, "guidance_weight": weight,
+                                 "task": "all", "success": scale * success, "success_stderr": 0, "return": 0,
+                                 "length": 0, "episodes": 10, "flops_per_decision": 1e6 * (1 + best_of_n)})
+
+
+def write_run(root, task, agent, seed, evals, own=None, own_step=4):
+    """A run dir as main.py and scripts.sweep leave it: `evals` maps (estimator, best_of_n, reset) to {w: success}
+    of its `--eval_only` evaluations, `own` is the {w: success} of its own evaluation at step `own_step` of 4."""
     run = sweep.run_dir(str(root), task, agent, seed)
     os.makedirs(run, exist_ok=True)
+    estimator = "qgf" if agent == "qgf" else "none"
     with open(os.path.join(run, "config.json"), "w") as f:
-        json.dump({"agent": agent, "env": task, "seed": seed}, f)
+        json.dump({"agent": agent, "env": task, "seed": seed, "run": {"train_steps": 4},
+                   "agent_config": {"estimator": estimator, "best_of_n": 1}}, f)
+    if own is not None:
+        write_eval(os.path.join(run, "eval.csv"), estimator, 1, own, own_step)
     for (estimator, best_of_n, reset), successes in evals.items():
-        directory = sweep.eval_dir(run, estimator, best_of_n, reset)
-        os.makedirs(directory)
-        with open(os.path.join(directory, "eval.csv"), "w", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS)
-            writer.writeheader()
-            for step, scale in ((2, 0.0), (4, 1.0)):  # An older step, which the table must ignore.
-                for weight, success in successes.items():
-                    writer.writerow({"step": step, "estimator": estimator, "best_of_n": best_of_n, "guidance_weight": weight,
-                                     "task": "all", "success": scale * success, "success_stderr": 0, "return": 0,
-                                     "length": 0, "episodes": 10, "flops_per_decision": 1e6 * (1 + best_of_n)})
+        write_eval(os.path.join(sweep.eval_dir(run, estimator, best_of_n, reset), "eval.csv"), estimator, best_of_n,
+                   successes)
 
 
 @pytest.fixture
 def runs(tmp_path):
-    """Two seeds of qgf (weights 0, 0.01, 0.1; BC read from its w = 0 evaluation) and of fql on task 1, qgf on task 2.
+    """Two seeds of qgf (weights 0, 0.01, 0.1; BC from its estimator-none evaluation) on tasks 1 and 2, fql on task 1.
 
     On task 1 the reported episodes favour w = 0.1 (90 %) but the held-out ones favour w = 0.01, whose reported
     success is 50 % and 70 %: the table must say 60.0 ± 10.0, not 90.
@@ -54,7 +63,9 @@ def runs(tmp_path):
             ("qgf", 1, heldout): {0.0: 0.0, 0.01: 0.1, 0.1: 0.5},
             ("none", 1, shown): {0.0: 0.0},
         })
-        write_run(tmp_path, TASK_1, "fql", seed, {("none", 1, shown): {0.0: 0.5}})
+        # fql from its own evaluation (at weights 0 and 0.1, of which a method without a sweep reports 0).
+        write_run(tmp_path, TASK_1, "fql", seed, {}, own={0.0: 0.5, 0.1: 0.9})
+        write_run(tmp_path, TASK_2, "fql", seed, {}, own={0.0: 1.0}, own_step=2)  # Unfinished: not reported.
     return tmp_path
 
 

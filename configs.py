@@ -23,6 +23,7 @@ def closest(name: str, choices) -> str:
     match = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
+
 # The paper's grid of guidance weights for single-task OGBench (w = 0 is plain BC).
 PAPER_GUIDANCE_WEIGHTS = (0.0, 0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)
 
@@ -212,14 +213,18 @@ def preset_parts(preset: str) -> list[str]:
     parts = preset.split("+")
     for part in parts:
         if part not in PRESETS:
-            raise ConfigError(f"unknown preset {part!r}{closest(part, PRESETS)}; choose one of {sorted(PRESETS)} "
-                              "(or join them with '+')")
+            raise ConfigError(
+                f"unknown preset {part!r}{closest(part, PRESETS)}; choose one of {sorted(PRESETS)} "
+                "(or join them with '+')"
+            )
     return parts
 
 
 def get_config(agent: str = "qgf", preset: str = "default") -> ml_collections.ConfigDict:
     if agent not in AGENT_CONFIGS:
-        raise ConfigError(f"unknown agent {agent!r}{closest(agent, AGENT_CONFIGS)}; choose one of {sorted(AGENT_CONFIGS)}")
+        raise ConfigError(
+            f"unknown agent {agent!r}{closest(agent, AGENT_CONFIGS)}; choose one of {sorted(AGENT_CONFIGS)}"
+        )
     parts = preset_parts(preset)
     config = AGENT_CONFIGS[agent]()
     for part in parts:
@@ -259,16 +264,25 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
     require(0 <= config.target_rate <= 1, f"--agent.target_rate={config.target_rate} must lie in [0, 1]")
     require(config.num_critics >= 1, f"--agent.num_critics={config.num_critics} must be >= 1")
     require(config.best_of_n >= 1, f"--agent.best_of_n={config.best_of_n} must be >= 1")
-    require(config.estimator in ESTIMATOR_NAMES, f"unknown --agent.estimator={config.estimator!r}"
-            f"{closest(config.estimator, ESTIMATOR_NAMES)}; choose one of {list(ESTIMATOR_NAMES)}")
-    require(config.critic_aggregation in ("min", "mean"),
-            f"--agent.critic_aggregation={config.critic_aggregation!r} must be 'min' or 'mean'")
+    require(
+        config.estimator in ESTIMATOR_NAMES,
+        f"unknown --agent.estimator={config.estimator!r}"
+        f"{closest(config.estimator, ESTIMATOR_NAMES)}; choose one of {list(ESTIMATOR_NAMES)}",
+    )
+    require(
+        config.critic_aggregation in ("min", "mean"),
+        f"--agent.critic_aggregation={config.critic_aggregation!r} must be 'min' or 'mean'",
+    )
     if "actor_q_aggregation" in config:  # fql and edp.
-        require(config.actor_q_aggregation in ("min", "mean"),
-                f"--agent.actor_q_aggregation={config.actor_q_aggregation!r} must be 'min' or 'mean'")
+        require(
+            config.actor_q_aggregation in ("min", "mean"),
+            f"--agent.actor_q_aggregation={config.actor_q_aggregation!r} must be 'min' or 'mean'",
+        )
     if config.agent_name == "fql":
         require(config.alpha >= 0, f"--agent.alpha={config.alpha} must be >= 0")
-        require(config.estimator == "none" and config.best_of_n == 1,
-                "fql has no test-time guidance: keep --agent.estimator=none and --agent.best_of_n=1")
+        require(
+            config.estimator == "none" and config.best_of_n == 1,
+            "fql has no test-time guidance: keep --agent.estimator=none and --agent.best_of_n=1",
+        )
     if config.agent_name == "edp":
         require(config.bc_weight >= 0, f"--agent.bc_weight={config.bc_weight} must be >= 0")

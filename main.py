@@ -15,10 +15,6 @@ import sys
 import time
 import warnings
 
-# Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds).
-warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing.*")
-warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
-
 import jax
 import numpy as np
 from absl import app, flags, logging
@@ -34,6 +30,11 @@ from scripts.checkpoints import Checkpoints
 from scripts.evaluation import evaluate_sweep
 from scripts.report import write_report
 from scripts.run_dir import ConfigMismatchError, CsvLog, default_run_dir, to_plain, write_config
+
+# Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds). Set before the
+# first environment imports MuJoCo (`envs` imports lazily).
+warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing.*")
+warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "OGBench task name; default: the preset's task.")
@@ -82,7 +83,7 @@ def resolved_agent_config(agent_name: str, preset: str, base: dict | None = None
         config.update(base)
     for flag_name in FLAGS:
         if flag_name.startswith("agent.") and FLAGS[flag_name].present:
-            field = flag_name[len("agent."):]
+            field = flag_name[len("agent.") :]
             config[field] = FLAGS.agent[field]
     return config
 
@@ -95,8 +96,14 @@ def load_data(env_name: str, run):
     except envs.DatasetMissingError:
         if not FLAGS.generate_missing or run.dataset_path:
             raise
-    envs.generate_dataset(env_name, dataset_dir, episodes=run.dataset_episodes or None, seed=0,
-                          max_episode_steps=run.dataset_episode_steps, progress=FLAGS.progress)
+    envs.generate_dataset(
+        env_name,
+        dataset_dir,
+        episodes=run.dataset_episodes or None,
+        seed=0,
+        max_episode_steps=run.dataset_episode_steps,
+        progress=FLAGS.progress,
+    )
     return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir)
 
 
@@ -105,11 +112,14 @@ def check_data_fits(dataset: dict, config) -> None:
     transitions, ends = len(dataset["observations"]), np.flatnonzero(dataset["terminals"])
     longest = int(np.max(np.diff(np.concatenate([[-1], ends])))) if len(ends) else transitions
     if config.batch_size > transitions:
-        raise configs.ConfigError(f"--agent.batch_size={config.batch_size} exceeds the dataset's {transitions} "
-                                  "transitions; lower it or generate more episodes")
+        raise configs.ConfigError(
+            f"--agent.batch_size={config.batch_size} exceeds the dataset's {transitions} "
+            "transitions; lower it or generate more episodes"
+        )
     if config.horizon > longest:
-        raise configs.ConfigError(f"--agent.horizon={config.horizon} is longer than the dataset's longest episode "
-                                  f"({longest} steps); lower it")
+        raise configs.ConfigError(
+            f"--agent.horizon={config.horizon} is longer than the dataset's longest episode ({longest} steps); lower it"
+        )
 
 
 def main(_):
@@ -141,8 +151,16 @@ def main(_):
         raise configs.ConfigError(f"--env: {error}") from None
     seed = saved["seed"] if saved else FLAGS.seed
     reset_seed = 1000 * seed if FLAGS.eval_reset_seed is None else FLAGS.eval_reset_seed
-    resolved = {"agent": AGENT_NAME, "preset": preset, "env": env_name, "seed": seed, "guidance_weights": weights,
-                "eval_reset_seed": reset_seed, "agent_config": to_plain(config), "run": to_plain(run)}
+    resolved = {
+        "agent": AGENT_NAME,
+        "preset": preset,
+        "env": env_name,
+        "seed": seed,
+        "guidance_weights": weights,
+        "eval_reset_seed": reset_seed,
+        "agent_config": to_plain(config),
+        "run": to_plain(run),
+    }
     train_dir = FLAGS.restore or FLAGS.run_dir or default_run_dir("runs", env_name, AGENT_NAME, seed, resolved)
     eval_tag = f"{config.estimator}-bo{config.best_of_n}-reset{reset_seed}"
     out_dir = os.path.join(train_dir, "eval", eval_tag) if saved else train_dir
@@ -159,14 +177,24 @@ def main(_):
     goal_conditioned = not envs.parse_name(env_name).singletask
     if goal_conditioned != config.get("goal_conditioned", False):
         kind = "goal-conditioned" if goal_conditioned else "single-task"
-        raise configs.ConfigError(f"--env={env_name} is {kind}, which agent '{AGENT_NAME}' does not train on; use "
-                             + ("--agent=gcqgf" if goal_conditioned else "a ...-singletask-taskN-v0 task or --agent=qgf"))
-    sample = functools.partial(envs.sample_chunks, batch_size=config.batch_size, horizon=config.horizon,
-                               discount=config.discount)
+        raise configs.ConfigError(
+            f"--env={env_name} is {kind}, which agent '{AGENT_NAME}' does not train on; use "
+            + ("--agent=gcqgf" if goal_conditioned else "a ...-singletask-taskN-v0 task or --agent=qgf")
+        )
+    sample = functools.partial(
+        envs.sample_chunks, batch_size=config.batch_size, horizon=config.horizon, discount=config.discount
+    )
     if goal_conditioned:
-        sample = functools.partial(envs.sample_goal_chunks, batch_size=config.batch_size, horizon=config.horizon,
-                                   discount=config.discount, p_cur=config.p_cur, p_traj=config.p_traj,
-                                   p_rand=config.p_rand, success_fn=envs.goal_success_fn(env_name))
+        sample = functools.partial(
+            envs.sample_goal_chunks,
+            batch_size=config.batch_size,
+            horizon=config.horizon,
+            discount=config.discount,
+            p_cur=config.p_cur,
+            p_traj=config.p_traj,
+            p_rand=config.p_rand,
+            success_fn=envs.goal_success_fn(env_name),
+        )
     agent = agents.make(AGENT_NAME, config)
     init_key, data_key, val_key, eval_key = jax.random.split(jax.random.PRNGKey(seed), 4)
     state = jax.jit(agent.init)(init_key, sample(dataset, data_key))
@@ -182,15 +210,34 @@ def main(_):
     eval_log = CsvLog(os.path.join(out_dir, "eval.csv"), step if not saved else -1)
 
     def evaluate(step):
-        rows, timing = evaluate_sweep(act, state, env_name, weights, run.eval_episodes, run.eval_envs,
-                                      jax.random.fold_in(eval_key, step), seed=reset_seed)
+        rows, timing = evaluate_sweep(
+            act,
+            state,
+            env_name,
+            weights,
+            run.eval_episodes,
+            run.eval_envs,
+            jax.random.fold_in(eval_key, step),
+            seed=reset_seed,
+        )
         for row in rows:
             eval_log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})
             writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
-        table = write_report(out_dir, rows, step=step, env_name=env_name, agent_name=AGENT_NAME,
-                             estimator=config.estimator, best_of_n=config.best_of_n, command=COMMAND)
-        print(f"\nStep {step}: success per guidance weight ({timing['eval_seconds']:.0f} s, of which policy "
-              f"{timing['policy_seconds']:.0f} s)\n{table}\n", flush=True)
+        table = write_report(
+            out_dir,
+            rows,
+            step=step,
+            env_name=env_name,
+            agent_name=AGENT_NAME,
+            estimator=config.estimator,
+            best_of_n=config.best_of_n,
+            command=COMMAND,
+        )
+        print(
+            f"\nStep {step}: success per guidance weight ({timing['eval_seconds']:.0f} s, of which policy "
+            f"{timing['policy_seconds']:.0f} s)\n{table}\n",
+            flush=True,
+        )
         return timing["eval_seconds"]
 
     writer = SummaryWriter(out_dir)
@@ -201,7 +248,9 @@ def main(_):
 
     for name in ("log_every", "eval_every", "save_every", "train_steps"):
         if run[name] % run.steps_per_call:
-            raise configs.ConfigError(f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}")
+            raise configs.ConfigError(
+                f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
+            )
     train_chunk = make_train_chunk(agent, sample, run.steps_per_call)
     validate = jax.jit(lambda s, k: agent.validate(s, sample(val_dataset, k)))
     train_log = CsvLog(os.path.join(train_dir, "train.csv"), step)
@@ -215,7 +264,9 @@ def main(_):
         check_finite(metrics, step - run.steps_per_call, step, checkpoints.latest_step())
         if step % run.log_every == 0:
             metrics = {f"train/{k}": float(v) for k, v in metrics.items()}
-            metrics.update({f"val/{k}": float(v) for k, v in validate(state, jax.random.fold_in(val_key, step)).items()})
+            metrics.update(
+                {f"val/{k}": float(v) for k, v in validate(state, jax.random.fold_in(val_key, step)).items()}
+            )
             rate = (step - last[1]) / (time.perf_counter() - last[0])
             last = (time.perf_counter(), step)
             train_log.write({"step": step, "steps_per_s": rate, **metrics})
@@ -232,8 +283,11 @@ def main(_):
     bar.close()
     checkpoints.close()
     writer.close()
-    print(f"Done: data {clock['data']:.0f} s, training {clock['train']:.0f} s, evaluation {clock['eval']:.0f} s. "
-          f"Report: {os.path.join(out_dir, 'report.md')}", flush=True)
+    print(
+        f"Done: data {clock['data']:.0f} s, training {clock['train']:.0f} s, evaluation {clock['eval']:.0f} s. "
+        f"Report: {os.path.join(out_dir, 'report.md')}",
+        flush=True,
+    )
 
 
 def main_reporting_user_errors(argv):
@@ -241,8 +295,13 @@ def main_reporting_user_errors(argv):
 
     try:
         main(argv)
-    except (configs.ConfigError, envs.DatasetMissingError, envs.DatasetFormatError, ConfigMismatchError,
-            NonFiniteLossError) as error:
+    except (
+        configs.ConfigError,
+        envs.DatasetMissingError,
+        envs.DatasetFormatError,
+        ConfigMismatchError,
+        NonFiniteLossError,
+    ) as error:
         sys.exit(f"error: {error}")
 
 
@@ -251,7 +310,11 @@ if __name__ == "__main__":
     # config_flags finds `--agent.<field>` overrides in sys.argv itself, so the name flag must leave it.
     AGENT_NAME, sys.argv = split_agent_name(sys.argv)
     if AGENT_NAME not in configs.AGENT_CONFIGS:
-        sys.exit(f"error: unknown agent {AGENT_NAME!r}{configs.closest(AGENT_NAME, configs.AGENT_CONFIGS)}; "
-                 f"choose one of {sorted(configs.AGENT_CONFIGS)}")
-    config_flags.DEFINE_config_dict("agent", configs.get_config(AGENT_NAME), "Agent config; set fields as --agent.<field>.")
+        sys.exit(
+            f"error: unknown agent {AGENT_NAME!r}{configs.closest(AGENT_NAME, configs.AGENT_CONFIGS)}; "
+            f"choose one of {sorted(configs.AGENT_CONFIGS)}"
+        )
+    config_flags.DEFINE_config_dict(
+        "agent", configs.get_config(AGENT_NAME), "Agent config; set fields as --agent.<field>."
+    )
     app.run(main_reporting_user_errors)

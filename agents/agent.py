@@ -1,6 +1,7 @@
 """The `Agent` bundle: pure functions closed over one agent's config."""
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 Batch = dict[str, Any]
 

@@ -35,7 +35,9 @@ def make_edp(config: ml_collections.ConfigDict) -> Agent:
         noisy = (1.0 - times)[:, None] * noise + times[:, None] * clean
         velocity = state.policy.apply_fn(params, observations, noisy, times, goals)
         estimate = clean_action_estimate(noisy, times, velocity)
-        q = aggregate(state.critic.apply_fn(state.critic.params, observations, estimate, goals), config.actor_q_aggregation)
+        q = aggregate(
+            state.critic.apply_fn(state.critic.params, observations, estimate, goals), config.actor_q_aggregation
+        )
         return -jnp.mean(q), {"actor/q_mean": jnp.mean(q)}
 
     def total_loss(params, state: QGFState, batch: Batch, key: jax.Array):
@@ -43,7 +45,14 @@ def make_edp(config: ml_collections.ConfigDict) -> Agent:
         flat_actions = batch["actions"].reshape(batch["actions"].shape[0], -1)
         bc_key, actor_key = jax.random.split(key)
         bc_loss, bc_metrics = flow_matching_loss(
-            state.policy.apply_fn, params["policy"], observations, batch["actions"], batch["valid"], bc_key, steps, goals
+            state.policy.apply_fn,
+            params["policy"],
+            observations,
+            batch["actions"],
+            batch["valid"],
+            bc_key,
+            steps,
+            goals,
         )
         q_term, actor_metrics = actor_q_loss(params["policy"], state, observations, flat_actions, actor_key, goals)
         actor_loss = config.bc_weight * bc_loss + q_term
@@ -51,8 +60,12 @@ def make_edp(config: ml_collections.ConfigDict) -> Agent:
             state.target_critic.apply_fn(state.target_critic.params, observations, flat_actions, goals),
             config.critic_aggregation,
         )
-        v_loss, v_metrics = value_loss(state.value.apply_fn, params["value"], observations, target_q, config.expectile, goals)
-        next_values = jax.lax.stop_gradient(state.value.apply_fn(state.value.params, batch["next_observations"][:, -1], goals))
+        v_loss, v_metrics = value_loss(
+            state.value.apply_fn, params["value"], observations, target_q, config.expectile, goals
+        )
+        next_values = jax.lax.stop_gradient(
+            state.value.apply_fn(state.value.params, batch["next_observations"][:, -1], goals)
+        )
         td_target = chunk_td_target(batch["rewards"], batch["masks"], next_values, config.discount)
         q_loss, q_metrics = critic_td_loss(
             state.critic.apply_fn, params["critic"], observations, flat_actions, td_target, batch["valid"][:, -1], goals

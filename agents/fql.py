@@ -56,8 +56,9 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
         def velocity_fn(inputs, actions, times):
             return state.policy.apply_fn(state.policy.params, inputs[0], actions, times, inputs[1])
 
-        actions = guidance.sample(velocity_fn, None, (observations, goals), noise, guidance_weight=0.0,
-                                  estimator="none", steps=steps)
+        actions = guidance.sample(
+            velocity_fn, None, (observations, goals), noise, guidance_weight=0.0, estimator="none", steps=steps
+        )
         return jax.lax.stop_gradient(actions)
 
     def init(key: jax.Array, example_batch: Batch) -> FQLState:
@@ -75,7 +76,9 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
         critic_params = critic.init(critic_key, observations, flat_actions, goals)
         one_step_params = one_step.init(one_step_key, concat_inputs(observations, goals, flat_actions))
         return FQLState(
-            policy=adam_train_state(velocity, velocity.init(policy_key, observations, flat_actions, times, goals), config.lr),
+            policy=adam_train_state(
+                velocity, velocity.init(policy_key, observations, flat_actions, times, goals), config.lr
+            ),
             one_step=adam_train_state(one_step, one_step_params, config.lr),
             critic=adam_train_state(critic, critic_params, config.lr),
             target_critic=target_train_state(critic, critic_params),
@@ -90,14 +93,22 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
         flat_actions = batch["actions"].reshape(batch_size, -1)
         bc_key, next_key, actor_key = jax.random.split(key, 3)
         bc_loss, bc_metrics = flow_matching_loss(
-            state.policy.apply_fn, params["policy"], observations, batch["actions"], batch["valid"], bc_key, steps, goals
+            state.policy.apply_fn,
+            params["policy"],
+            observations,
+            batch["actions"],
+            batch["valid"],
+            bc_key,
+            steps,
+            goals,
         )
 
         # Critic: chunked TD toward the target Q of the one-step policy's next chunk.
         next_observations = batch["next_observations"][:, -1]
         next_noise = jax.random.normal(next_key, flat_actions.shape)
-        next_actions, _ = one_step_actions(state.one_step.apply_fn, state.one_step.params, next_observations,
-                                           next_noise, goals)
+        next_actions, _ = one_step_actions(
+            state.one_step.apply_fn, state.one_step.params, next_observations, next_noise, goals
+        )
         next_q = aggregate(
             state.target_critic.apply_fn(state.target_critic.params, next_observations, next_actions, goals),
             config.critic_aggregation,
@@ -112,7 +123,9 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
         target_actions = flow_actions(state, observations, noise, goals)
         actions, raw_actions = one_step_actions(state.one_step.apply_fn, params["one_step"], observations, noise, goals)
         distill_loss = jnp.mean(jnp.square(raw_actions - target_actions))
-        q = aggregate(state.critic.apply_fn(state.critic.params, observations, actions, goals), config.actor_q_aggregation)
+        q = aggregate(
+            state.critic.apply_fn(state.critic.params, observations, actions, goals), config.actor_q_aggregation
+        )
         q_scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
         actor_q_loss = -jnp.mean(q) / (q_scale + 1e-6)
         actor_loss = config.alpha * distill_loss + actor_q_loss

@@ -40,9 +40,7 @@ def make_qgf(config: ml_collections.ConfigDict) -> Agent:
     steps = config.denoising_steps
 
     def networks(flat_action_dim: int):
-        velocity = VelocityField(
-            config.actor_hidden_dims, flat_action_dim, config.activation, config.actor_layer_norm
-        )
+        velocity = VelocityField(config.actor_hidden_dims, flat_action_dim, config.activation, config.actor_layer_norm)
         critic = Critic(config.critic_hidden_dims, config.num_critics, config.activation, config.critic_layer_norm)
         value = Value(config.critic_hidden_dims, config.activation, config.critic_layer_norm)
         return velocity, critic, value
@@ -58,7 +56,9 @@ def make_qgf(config: ml_collections.ConfigDict) -> Agent:
         times = jnp.zeros(flat_actions.shape[:1])
         critic_params = critic.init(critic_key, observations, flat_actions, goals)
         return QGFState(
-            policy=adam_train_state(velocity, velocity.init(policy_key, observations, flat_actions, times, goals), config.lr),
+            policy=adam_train_state(
+                velocity, velocity.init(policy_key, observations, flat_actions, times, goals), config.lr
+            ),
             critic=adam_train_state(critic, critic_params, config.lr),
             target_critic=target_train_state(critic, critic_params),
             value=adam_train_state(value, value.init(value_key, observations, goals), config.lr),
@@ -77,7 +77,9 @@ def make_qgf(config: ml_collections.ConfigDict) -> Agent:
             state.target_critic.apply_fn(state.target_critic.params, observations, flat_actions, goals),
             config.critic_aggregation,
         )
-        v_loss, v_metrics = value_loss(state.value.apply_fn, params["value"], observations, target_q, config.expectile, goals)
+        v_loss, v_metrics = value_loss(
+            state.value.apply_fn, params["value"], observations, target_q, config.expectile, goals
+        )
         next_observations = batch["next_observations"][:, -1]
         next_goals = goals  # A goal stays fixed along the chunk.
         next_values = jax.lax.stop_gradient(state.value.apply_fn(state.value.params, next_observations, next_goals))

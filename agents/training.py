@@ -1,6 +1,7 @@
 """Many update steps per compiled call: batches are sampled on the device inside a `lax.scan`."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -11,7 +11,7 @@ gradient, which XLA drops when the input is data (~2% of the update's count at 5
 backward pass "w.r.t. the input only" (guidance) is counted as exactly 1× forward.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import ml_collections
 
@@ -19,7 +19,7 @@ import ml_collections
 def dense_flops(input_dim: int, hidden_dims: Sequence[int], output_dim: int) -> int:
     """Forward FLOPs of one sample through an MLP: 2 Σ fan_in · fan_out over its Dense layers."""
     dims = (input_dim, *hidden_dims, output_dim)
-    return 2 * sum(n * m for n, m in zip(dims[:-1], dims[1:]))
+    return 2 * sum(n * m for n, m in zip(dims[:-1], dims[1:], strict=False))
 
 
 def forward_flops(config: ml_collections.ConfigDict, obs_dim: int, action_dim: int, goal_dim: int = 0) -> dict:

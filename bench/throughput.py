@@ -37,7 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--obs-dim", type=int, default=40)
     parser.add_argument("--action-dim", type=int, default=5)
     parser.add_argument("--horizon", type=int, default=None, help="H (default: the config's)")
-    parser.add_argument("--hidden-dims", default=None, help="e.g. 512,512,512,512 for every network (default: the config's)")
+    parser.add_argument(
+        "--hidden-dims", default=None, help="e.g. 512,512,512,512 for every network (default: the config's)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="update batch (default: the config's)")
     parser.add_argument("--num-critics", type=int, default=None, help="critic ensemble size (default: the config's)")
     parser.add_argument("--denoising-steps", type=int, default=None, help="K (default: the config's)")
@@ -177,7 +179,12 @@ def measure_update(agent, config, state, batch, args, per_step_costing: bool, pe
     analytic = float(update_flops(config, args.obs_dim, args.action_dim))
     xla = xla_flops(compiled) if per_step_costing else None  # The scan's body: one update.
     return _rates(
-        {"batch_size": config.batch_size, "updates_per_call": n, "calls_timed": len(times), "steps_per_s": 1.0 / seconds},
+        {
+            "batch_size": config.batch_size,
+            "updates_per_call": n,
+            "calls_timed": len(times),
+            "steps_per_s": 1.0 / seconds,
+        },
         "update",
         seconds,
         analytic,
@@ -188,11 +195,15 @@ def measure_update(agent, config, state, batch, args, per_step_costing: bool, pe
 
 def measure_act(agent, config, state, args, batch_size: int, per_step_costing: bool, peak_gflops: float) -> dict:
     """Guided actions/s and latency of one jitted `agent.act` on `batch_size` observations."""
-    observations = jnp.asarray(np.random.default_rng(args.seed + batch_size).normal(size=(batch_size, args.obs_dim)), jnp.float32)
+    observations = jnp.asarray(
+        np.random.default_rng(args.seed + batch_size).normal(size=(batch_size, args.obs_dim)), jnp.float32
+    )
     key = jax.random.key(args.seed + 1)
     weight = jnp.asarray(config.guidance_weight, jnp.float32)
     compiled = jax.jit(agent.act).lower(state, observations, key, weight).compile(args.compiler_options)
-    times = time_calls(lambda: compiled(state, observations, key, weight).block_until_ready(), args.repeats, args.min_seconds)
+    times = time_calls(
+        lambda: compiled(state, observations, key, weight).block_until_ready(), args.repeats, args.min_seconds
+    )
     seconds = statistics.median(times)
     analytic = float(guided_action_flops(config, args.obs_dim, args.action_dim))
     # The Euler scan's body (one step) is counted once: scale by K (the final clip is negligible).
@@ -262,7 +273,9 @@ def format_table(results: dict) -> str:
         )
     header = ("figure", "rate", "ms/call", "FLOP/item", "FLOP/item XLA", "GFLOP/s", "% peak")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    line = lambda r: "  ".join(
+        c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))
+    )  # noqa: E731
     return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 

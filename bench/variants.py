@@ -12,7 +12,7 @@ import json
 import os
 import statistics
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -39,7 +39,9 @@ class SeparateCritics(nn.Module):
     @nn.compact
     def __call__(self, observations, actions, goals=None):
         x = concat_inputs(observations, goals, actions)
-        members = [MLP(self.hidden_dims, 1, self.activation, self.layer_norm)(x)[..., 0] for _ in range(self.num_critics)]
+        members = [
+            MLP(self.hidden_dims, 1, self.activation, self.layer_norm)(x)[..., 0] for _ in range(self.num_critics)
+        ]
         return jnp.stack(members)
 
 
@@ -107,6 +109,7 @@ def dot_call(lhs_shape, rhs_shape, dimension_numbers, dtype=jnp.float32, repeats
     def chain(lhs, rhs):
         if out.shape == lhs.shape:  # Feed each product back in as the next left operand.
             return jax.lax.fori_loop(0, repeats, lambda _, a: jax.lax.dot_general(a, rhs, dimension_numbers), lhs)
+
         # Weight-gradient shape: accumulate xᵀ dy while dy changes, so no dot is loop-invariant.
         def body(_, carry):
             total, grad = carry
@@ -173,7 +176,9 @@ def main(argv=None):
     print(f"{'variant'.ljust(width)}  {'ms/call':>9}  {'GFLOP/s':>8}  {'% peak':>6}")
     for name, r in results.items():
         r["fraction_of_peak"] = r["gflops"] / peak
-        print(f"{name.ljust(width)}  {1e3 * r['seconds_median']:9.2f}  {r['gflops']:8.1f}  {100 * r['fraction_of_peak']:6.1f}")
+        print(
+            f"{name.ljust(width)}  {1e3 * r['seconds_median']:9.2f}  {r['gflops']:8.1f}  {100 * r['fraction_of_peak']:6.1f}"
+        )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)

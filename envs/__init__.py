@@ -12,30 +12,30 @@ Names are imported on first use (table below), so generation worker processes, w
 import importlib
 
 _EXPORTS = {
-    'DATASET_KEYS': 'envs.chunks',
-    'goal_success_fn': 'envs.chunks',
-    'sample_chunks': 'envs.chunks',
-    'sample_goal_chunks': 'envs.chunks',
-    'to_device_dataset': 'envs.chunks',
-    'DatasetFormatError': 'envs.datasets',
-    'DatasetMissingError': 'envs.datasets',
-    'DatasetSlices': 'envs.datasets',
-    'make_env': 'envs.datasets',
-    'make_env_and_datasets': 'envs.datasets',
-    'default_dataset_dir': 'envs.generate',
-    'expected_minutes': 'envs.generate',
-    'generate_command': 'envs.generate',
-    'generate_dataset': 'envs.generate',
-    'evaluate': 'envs.rollouts',
-    'FAMILIES': 'envs.specs',
-    'parse_name': 'envs.specs',
+    "DATASET_KEYS": "envs.chunks",
+    "goal_success_fn": "envs.chunks",
+    "sample_chunks": "envs.chunks",
+    "sample_goal_chunks": "envs.chunks",
+    "to_device_dataset": "envs.chunks",
+    "DatasetFormatError": "envs.datasets",
+    "DatasetMissingError": "envs.datasets",
+    "DatasetSlices": "envs.datasets",
+    "make_env": "envs.datasets",
+    "make_env_and_datasets": "envs.datasets",
+    "default_dataset_dir": "envs.generate",
+    "expected_minutes": "envs.generate",
+    "generate_command": "envs.generate",
+    "generate_dataset": "envs.generate",
+    "evaluate": "envs.rollouts",
+    "FAMILIES": "envs.specs",
+    "parse_name": "envs.specs",
 }
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
     if name not in _EXPORTS:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 

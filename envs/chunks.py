@@ -17,7 +17,7 @@ import numpy as np
 from envs.specs import parse_name
 
 # Keys `to_device_dataset` reads; `rewards` and `masks` default to 0 and 1 when absent.
-DATASET_KEYS = ('observations', 'actions', 'next_observations', 'terminals', 'rewards', 'masks')
+DATASET_KEYS = ("observations", "actions", "next_observations", "terminals", "rewards", "masks")
 
 
 def episode_index_arrays(terminals: np.ndarray) -> tuple:
@@ -31,16 +31,16 @@ def episode_index_arrays(terminals: np.ndarray) -> tuple:
 
 def to_device_dataset(dataset: dict, device=None) -> dict:
     """Device copy of the keys in DATASET_KEYS plus `episode_ends` and `episode_ids` (int32)."""
-    n = len(dataset['observations'])
-    episode_ends, episode_ids = episode_index_arrays(dataset['terminals'])
+    n = len(dataset["observations"])
+    episode_ends, episode_ids = episode_index_arrays(dataset["terminals"])
     host = {
-        'observations': np.asarray(dataset['observations'], np.float32),
-        'actions': np.asarray(dataset['actions'], np.float32),
-        'next_observations': np.asarray(dataset['next_observations'], np.float32),
-        'rewards': np.asarray(dataset.get('rewards', np.zeros(n)), np.float32),
-        'masks': np.asarray(dataset.get('masks', np.ones(n)), np.float32),
-        'episode_ends': episode_ends,
-        'episode_ids': episode_ids,
+        "observations": np.asarray(dataset["observations"], np.float32),
+        "actions": np.asarray(dataset["actions"], np.float32),
+        "next_observations": np.asarray(dataset["next_observations"], np.float32),
+        "rewards": np.asarray(dataset.get("rewards", np.zeros(n)), np.float32),
+        "masks": np.asarray(dataset.get("masks", np.ones(n)), np.float32),
+        "episode_ends": episode_ends,
+        "episode_ids": episode_ids,
     }
     return {k: jax.device_put(v, device) for k, v in host.items()}
 
@@ -48,7 +48,7 @@ def to_device_dataset(dataset: dict, device=None) -> dict:
 def _chunk_rows(dataset, starts, horizon):
     """Rows read by each chunk step, and whether the step lies inside the start's episode."""
     raw = starts[:, None] + jnp.arange(horizon)[None, :]
-    ends = dataset['episode_ends'][starts][:, None]
+    ends = dataset["episode_ends"][starts][:, None]
     return jnp.minimum(raw, ends), raw <= ends
 
 
@@ -61,26 +61,26 @@ def _discounted_returns(step_rewards, step_masks, valid, discount):
     return jnp.cumsum(step_rewards * weights, axis=1), masks
 
 
-@functools.partial(jax.jit, static_argnames=('batch_size', 'horizon'))
+@functools.partial(jax.jit, static_argnames=("batch_size", "horizon"))
 def sample_chunks(dataset: dict, key, batch_size: int, horizon: int, discount: float) -> dict:
     """A batch of action chunks: observations [B,O], actions [B,H,A], rewards, masks, valid [B,H],
     next_observations [B,H,O] (see the module docstring and DESIGN.md for the definitions)."""
-    n = dataset['observations'].shape[0]
+    n = dataset["observations"].shape[0]
     starts = jax.random.randint(key, (batch_size,), 0, n)
     rows, valid = _chunk_rows(dataset, starts, horizon)
     valid = valid.astype(jnp.float32)
-    rewards, masks = _discounted_returns(dataset['rewards'][rows], dataset['masks'][rows], valid, discount)
+    rewards, masks = _discounted_returns(dataset["rewards"][rows], dataset["masks"][rows], valid, discount)
     return {
-        'observations': dataset['observations'][starts],
-        'actions': dataset['actions'][rows],
-        'rewards': rewards,
-        'masks': masks,
-        'valid': valid,
-        'next_observations': dataset['next_observations'][rows],
+        "observations": dataset["observations"][starts],
+        "actions": dataset["actions"][rows],
+        "rewards": rewards,
+        "masks": masks,
+        "valid": valid,
+        "next_observations": dataset["next_observations"][rows],
     }
 
 
-@functools.partial(jax.jit, static_argnames=('batch_size', 'horizon', 'success_fn'))
+@functools.partial(jax.jit, static_argnames=("batch_size", "horizon", "success_fn"))
 def sample_goal_chunks(
     dataset: dict,
     key,
@@ -101,13 +101,13 @@ def sample_goal_chunks(
     is 0 on success else -1 and its mask 0 on success (OGBench's convention), accumulated as in
     `sample_chunks`.
     """
-    n = dataset['observations'].shape[0]
+    n = dataset["observations"].shape[0]
     key_start, key_kind, key_geom, key_rand = jax.random.split(key, 4)
     starts = jax.random.randint(key_start, (batch_size,), 0, n)
     rows, valid = _chunk_rows(dataset, starts, horizon)
     valid = valid.astype(jnp.float32)
-    ends = dataset['episode_ends'][starts]
-    episode = dataset['episode_ids'][starts]
+    ends = dataset["episode_ends"][starts]
+    episode = dataset["episode_ids"][starts]
 
     # States s_{t+i} of the chunk, and their ids (row + episode number gives each episode's final
     # state its own id, as in OGBench's compact layout).
@@ -116,13 +116,13 @@ def sample_goal_chunks(
     state_ids = state_rows + episode[:, None]
     next_rows = jnp.maximum(state_rows - 1, starts[:, None])
     states = jnp.where(
-        (steps == 0)[..., None], dataset['observations'][starts][:, None], dataset['next_observations'][next_rows]
+        (steps == 0)[..., None], dataset["observations"][starts][:, None], dataset["next_observations"][next_rows]
     )
 
     # Goals.
     offsets = 1 + jnp.floor(jnp.log(jax.random.uniform(key_geom, (batch_size,), minval=1e-12)) / jnp.log(discount))
     traj_rows = jnp.minimum(starts + offsets.astype(jnp.int32), ends + 1)
-    traj_goals = dataset['next_observations'][traj_rows - 1]
+    traj_goals = dataset["next_observations"][traj_rows - 1]
     rand_rows = jax.random.randint(key_rand, (batch_size,), 0, n)
     u = jax.random.uniform(key_kind, (batch_size,)) * (p_cur + p_traj + p_rand)
     use_cur = u < p_cur
@@ -130,12 +130,12 @@ def sample_goal_chunks(
     goal_ids = jnp.where(
         use_cur,
         starts + episode,
-        jnp.where(use_traj, traj_rows + episode, rand_rows + dataset['episode_ids'][rand_rows]),
+        jnp.where(use_traj, traj_rows + episode, rand_rows + dataset["episode_ids"][rand_rows]),
     )
     goals = jnp.where(
         use_cur[:, None],
-        dataset['observations'][starts],
-        jnp.where(use_traj[:, None], traj_goals, dataset['observations'][rand_rows]),
+        dataset["observations"][starts],
+        jnp.where(use_traj[:, None], traj_goals, dataset["observations"][rand_rows]),
     )
 
     successes = state_ids == goal_ids[:, None]
@@ -144,13 +144,13 @@ def sample_goal_chunks(
     successes = successes.astype(jnp.float32)
     rewards, masks = _discounted_returns(successes - 1.0, 1.0 - successes, valid, discount)
     return {
-        'observations': dataset['observations'][starts],
-        'actions': dataset['actions'][rows],
-        'rewards': rewards,
-        'masks': masks,
-        'valid': valid,
-        'next_observations': dataset['next_observations'][rows],
-        'goals': goals,
+        "observations": dataset["observations"][starts],
+        "actions": dataset["actions"][rows],
+        "rewards": rewards,
+        "masks": masks,
+        "valid": valid,
+        "next_observations": dataset["next_observations"][rows],
+        "goals": goals,
     }
 
 
@@ -172,7 +172,7 @@ _TOLERANCE = 0.04
 def goal_success_fn(env_name: str):
     """OGBench's task success between observations and goal observations, as a jnp function."""
     spec = parse_name(env_name).spec
-    num_cubes, num_buttons, scene = spec.num_cubes, spec.num_buttons, spec.kind == 'scene'
+    num_cubes, num_buttons, scene = spec.num_cubes, spec.num_buttons, spec.kind == "scene"
 
     def success(states, goals):
         ok = jnp.ones(jnp.broadcast_shapes(states.shape, goals.shape)[:-1], bool)

@@ -18,7 +18,7 @@ import numpy as np
 from envs.generate import DEFAULT_DATASET_DIR, generate_command
 from envs.specs import parse_name
 
-REQUIRED_KEYS = ('observations', 'actions', 'terminals')
+REQUIRED_KEYS = ("observations", "actions", "terminals")
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -41,15 +41,15 @@ def dataset_paths(env_name: str, dataset_dir: str | None = None) -> tuple:
     """(train, val) file paths of the dataset behind `env_name`."""
     dataset_dir = os.path.expanduser(dataset_dir or DEFAULT_DATASET_DIR)
     name = parse_name(env_name).dataset_name
-    return os.path.join(dataset_dir, f'{name}.npz'), os.path.join(dataset_dir, f'{name}-val.npz')
+    return os.path.join(dataset_dir, f"{name}.npz"), os.path.join(dataset_dir, f"{name}-val.npz")
 
 
 def _check_exists(paths, env_name, dataset_dir) -> None:
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise DatasetMissingError(
-            f'Dataset for {env_name} not found: {", ".join(missing)}. Generate it (no download is attempted) with:\n'
-            f'  {generate_command(env_name, dataset_dir)}\n'
+            f"Dataset for {env_name} not found: {', '.join(missing)}. Generate it (no download is attempted) with:\n"
+            f"  {generate_command(env_name, dataset_dir)}\n"
             f"(add --episodes=N --max_episode_steps=M for a small demo dataset), or place OGBench's files there."
         )
 
@@ -59,33 +59,33 @@ def validate_file(path: str, env, need_info: bool) -> None:
     try:
         file = np.load(path)
     except Exception as e:  # a truncated or foreign file
-        raise DatasetFormatError(f'{path}: not a readable .npz file ({e}).') from e
+        raise DatasetFormatError(f"{path}: not a readable .npz file ({e}).") from e
     with file:
         keys = set(file.files)
         required = list(REQUIRED_KEYS)
         if need_info:
-            required.append('qpos')
-            if hasattr(env.unwrapped, '_cur_button_states'):
-                required.append('button_states')
+            required.append("qpos")
+            if hasattr(env.unwrapped, "_cur_button_states"):
+                required.append("button_states")
         missing = [k for k in required if k not in keys]
         if missing:
-            raise DatasetFormatError(f'{path}: missing keys {missing} (has {sorted(keys)}).')
+            raise DatasetFormatError(f"{path}: missing keys {missing} (has {sorted(keys)}).")
         shapes = {k: file[k].shape for k in required}
-    n = shapes['terminals'][0] if len(shapes['terminals']) == 1 else None
+    n = shapes["terminals"][0] if len(shapes["terminals"]) == 1 else None
     if n is None or n < 2:
-        raise DatasetFormatError(f'{path}: terminals must be a vector of at least 2 rows, got {shapes["terminals"]}.')
+        raise DatasetFormatError(f"{path}: terminals must be a vector of at least 2 rows, got {shapes['terminals']}.")
     ob_dim = env.observation_space.shape[0]
     action_dim = env.action_space.shape[0]
-    expected = {'observations': (n, ob_dim), 'actions': (n, action_dim)}
+    expected = {"observations": (n, ob_dim), "actions": (n, action_dim)}
     if need_info:
-        expected['qpos'] = (n, env.unwrapped._model.nq)
-        if 'button_states' in shapes:
-            expected['button_states'] = (n, env.unwrapped._num_buttons)
+        expected["qpos"] = (n, env.unwrapped._model.nq)
+        if "button_states" in shapes:
+            expected["button_states"] = (n, env.unwrapped._num_buttons)
     for k, shape in expected.items():
         if shapes[k] != shape:
             raise DatasetFormatError(
-                f'{path}: {k} has shape {shapes[k]}, expected {shape} for {env.spec.id} '
-                f'(observation size {ob_dim}, action size {action_dim}).'
+                f"{path}: {k} has shape {shapes[k]}, expected {shape} for {env.spec.id} "
+                f"(observation size {ob_dim}, action size {action_dim})."
             )
 
 
@@ -97,20 +97,20 @@ def load_file(path: str, env_name: str, env) -> dict:
     parsed = parse_name(env_name)
     validate_file(path, env, need_info=parsed.singletask)
     dataset = load_dataset(path, add_info=parsed.singletask)
-    if not np.any(dataset['terminals'][-1:]):
-        raise DatasetFormatError(f'{path}: the last row must end an episode (terminals[-1] is False).')
+    if not np.any(dataset["terminals"][-1:]):
+        raise DatasetFormatError(f"{path}: the last row must end an episode (terminals[-1] is False).")
     if parsed.singletask:
         relabel_dataset(parsed.env_id, env, dataset)
-        for k in ('qpos', 'qvel', 'button_states'):
+        for k in ("qpos", "qvel", "button_states"):
             dataset.pop(k, None)
     return dataset
 
 
 def slice_paths(directory: str) -> list:
     """Training slices of a directory of `.npz` files (sorted; `-val.npz` files excluded)."""
-    paths = sorted(p for p in glob.glob(os.path.join(directory, '*.npz')) if not p.endswith('-val.npz'))
+    paths = sorted(p for p in glob.glob(os.path.join(directory, "*.npz")) if not p.endswith("-val.npz"))
     if not paths:
-        raise DatasetMissingError(f'No .npz slices in {directory}.')
+        raise DatasetMissingError(f"No .npz slices in {directory}.")
     return paths
 
 
@@ -129,7 +129,7 @@ def make_env_and_datasets(
         slices = DatasetSlices(dataset_path, env_name, env, swap_every=0)
         return env, slices.current, slices.load_validation()
     if dataset_path is not None:
-        paths = (dataset_path, dataset_path[: -len('.npz')] + '-val.npz')
+        paths = (dataset_path, dataset_path[: -len(".npz")] + "-val.npz")
     else:
         paths = dataset_paths(env_name, dataset_dir)
     _check_exists(paths, env_name, dataset_dir)
@@ -160,5 +160,5 @@ class DatasetSlices:
         return self.current
 
     def load_validation(self):
-        val = sorted(glob.glob(os.path.join(self.directory, '*-val.npz')))
+        val = sorted(glob.glob(os.path.join(self.directory, "*-val.npz")))
         return load_file(val[0], self.env_name, self.env) if val else None

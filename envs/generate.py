@@ -34,7 +34,7 @@ import numpy as np
 
 from envs.specs import FAMILIES, parse_name
 
-DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's default, where its loader looks
+DEFAULT_DATASET_DIR = "~/.ogbench/data"  # OGBench's default, where its loader looks
 PLAN_NOISE = 0.1  # plan oracles: noise level added to the plan
 PLAN_NOISE_SMOOTHING = 0.5  # plan oracles: Gaussian smoothing (in steps) of that noise
 MARKOV_MIN_NORM = 0.4  # Markov oracles: minimum norm of the relative position they move along
@@ -43,7 +43,7 @@ MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])  # xi multiplier per a
 SCENE_CUBE_MAX_STEP = 100  # scene's Markov cube oracle gives up after this many steps (see note)
 # Generation speed of one worker measured on this project's 2-core CPU box (shared, so a
 # conservative figure; play datasets), used only to print an expected duration.
-MEASURED_STEPS_PER_S = {'cube': 280.0, 'scene': 190.0, 'puzzle': 150.0}
+MEASURED_STEPS_PER_S = {"cube": 280.0, "scene": 190.0, "puzzle": 150.0}
 
 
 def default_dataset_dir() -> str:
@@ -53,31 +53,31 @@ def default_dataset_dir() -> str:
 def generate_command(name: str, dataset_dir: str | None = None) -> str:
     """The shell command that generates the dataset behind `name` (used in error messages)."""
     dataset_name = parse_name(name).dataset_name
-    cmd = f'python -m envs.generate --dataset={dataset_name}'
+    cmd = f"python -m envs.generate --dataset={dataset_name}"
     if dataset_dir is not None and os.path.expanduser(dataset_dir) != default_dataset_dir():
-        cmd += f' --dir={dataset_dir}'
+        cmd += f" --dir={dataset_dir}"
     return cmd
 
 
 def _make_oracles(env, kind: str, dataset_type: str) -> dict:
     """Oracles by OGBench task name ('cube', 'button', 'drawer', 'window')."""
-    if dataset_type == 'play':
+    if dataset_type == "play":
         from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
         from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
         from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
         from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
 
         kw = dict(env=env, noise=PLAN_NOISE, noise_smoothing=PLAN_NOISE_SMOOTHING)
-        if kind == 'cube':
-            return {'cube': CubePlanOracle(**kw)}
-        if kind == 'scene':
+        if kind == "cube":
+            return {"cube": CubePlanOracle(**kw)}
+        if kind == "scene":
             return {
-                'cube': CubePlanOracle(**kw),
-                'button': ButtonPlanOracle(**kw),
-                'drawer': DrawerPlanOracle(**kw),
-                'window': WindowPlanOracle(**kw),
+                "cube": CubePlanOracle(**kw),
+                "button": ButtonPlanOracle(**kw),
+                "drawer": DrawerPlanOracle(**kw),
+                "window": WindowPlanOracle(**kw),
             }
-        return {'button': ButtonPlanOracle(gripper_always_closed=True, **kw)}
+        return {"button": ButtonPlanOracle(gripper_always_closed=True, **kw)}
 
     from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
     from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
@@ -85,18 +85,18 @@ def _make_oracles(env, kind: str, dataset_type: str) -> dict:
     from ogbench.manipspace.oracles.markov.window_markov import WindowMarkovOracle
 
     kw = dict(env=env, min_norm=MARKOV_MIN_NORM)
-    if kind == 'cube':
-        return {'cube': CubeMarkovOracle(**kw)}
-    if kind == 'scene':
+    if kind == "cube":
+        return {"cube": CubeMarkovOracle(**kw)}
+    if kind == "scene":
         # Note: ogbench 1.2.2's CubeMarkovOracle.reset sets its step limit back to 200, so this
         # argument (OGBench's recipe) has no effect with the installed package.
         return {
-            'cube': CubeMarkovOracle(max_step=SCENE_CUBE_MAX_STEP, **kw),
-            'button': ButtonMarkovOracle(**kw),
-            'drawer': DrawerMarkovOracle(**kw),
-            'window': WindowMarkovOracle(**kw),
+            "cube": CubeMarkovOracle(max_step=SCENE_CUBE_MAX_STEP, **kw),
+            "button": ButtonMarkovOracle(**kw),
+            "drawer": DrawerMarkovOracle(**kw),
+            "window": WindowMarkovOracle(**kw),
         }
-    return {'button': ButtonMarkovOracle(gripper_always_closed=True, **kw)}
+    return {"button": ButtonMarkovOracle(gripper_always_closed=True, **kw)}
 
 
 def _scene_is_healthy(qpos: np.ndarray) -> bool:
@@ -118,10 +118,10 @@ class _Collector:
         self.spec = FAMILIES[parsed.family]
         self.dataset_type = parsed.dataset_type
         self.env = gymnasium.make(
-            parsed.env_id, terminate_at_goal=False, mode='data_collection', max_episode_steps=max_episode_steps
+            parsed.env_id, terminate_at_goal=False, mode="data_collection", max_episode_steps=max_episode_steps
         )
         self.oracles = _make_oracles(self.env, self.spec.kind, self.dataset_type)
-        self.has_buttons = hasattr(self.env.unwrapped, '_cur_button_states')
+        self.has_buttons = hasattr(self.env.unwrapped, "_cur_button_states")
 
     def episode(self, seed: int, episode_index: int) -> dict:
         """Collect episode `episode_index` (retried while scene's health check fails)."""
@@ -134,7 +134,7 @@ class _Collector:
             while True:
                 rows = self._try_episode(env_seed)
                 env_seed = None  # a retry continues the environment's random stream
-                if self.spec.kind != 'scene' or _scene_is_healthy(rows['qpos']):
+                if self.spec.kind != "scene" or _scene_is_healthy(rows["qpos"]):
                     return rows
         finally:
             np.random.set_state(saved_state)
@@ -144,15 +144,15 @@ class _Collector:
         ob, info = env.reset(seed=env_seed)
         low, high = spec.p_stack
         p_stack = np.random.uniform(low, high) if high > low else low
-        noisy = self.dataset_type == 'noisy'
+        noisy = self.dataset_type == "noisy"
         p_random = spec.p_random_action if noisy else 0.0
         xi = np.random.uniform(0.0, MARKOV_MAX_NOISE) if noisy else 0.0
-        oracle = self.oracles[info['privileged/target_task']]
+        oracle = self.oracles[info["privileged/target_task"]]
         oracle.reset(ob, info)
 
-        rows = {k: [] for k in ('observations', 'actions', 'terminals', 'qpos', 'qvel')}
+        rows = {k: [] for k in ("observations", "actions", "terminals", "qpos", "qvel")}
         if self.has_buttons:
-            rows['button_states'] = []
+            rows["button_states"] = []
         done = False
         while not done:
             if np.random.rand() < p_random:
@@ -168,26 +168,26 @@ class _Collector:
                 # As in OGBench, the new target's info only reaches the oracle through its reset;
                 # its next action still sees this step's info.
                 target_ob, target_info = env.unwrapped.set_new_target(p_stack=p_stack)
-                oracle = self.oracles[target_info['privileged/target_task']]
+                oracle = self.oracles[target_info["privileged/target_task"]]
                 oracle.reset(target_ob, target_info)
-            rows['observations'].append(ob)
-            rows['actions'].append(action)
-            rows['terminals'].append(done)
-            rows['qpos'].append(info['prev_qpos'])
-            rows['qvel'].append(info['prev_qvel'])
+            rows["observations"].append(ob)
+            rows["actions"].append(action)
+            rows["terminals"].append(done)
+            rows["qpos"].append(info["prev_qpos"])
+            rows["qvel"].append(info["prev_qvel"])
             if self.has_buttons:
-                rows['button_states'].append(info['prev_button_states'])
+                rows["button_states"].append(info["prev_button_states"])
             ob = next_ob
         return {k: np.asarray(v, dtype=_DTYPES[k]) for k, v in rows.items()}
 
 
 _DTYPES = {
-    'observations': np.float32,
-    'actions': np.float32,
-    'terminals': bool,
-    'qpos': np.float32,
-    'qvel': np.float32,
-    'button_states': np.int64,
+    "observations": np.float32,
+    "actions": np.float32,
+    "terminals": bool,
+    "qpos": np.float32,
+    "qvel": np.float32,
+    "button_states": np.int64,
 }
 
 
@@ -197,26 +197,26 @@ def _collect_range(dataset_name, seed, first, stop, max_episode_steps, out_path,
     episodes = []
     for index in range(first, stop):
         episodes.append(collector.episode(seed, index))
-        report(len(episodes[-1]['terminals']))
+        report(len(episodes[-1]["terminals"]))
     arrays = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
-    arrays['episode_lengths'] = np.array([len(e['terminals']) for e in episodes], dtype=np.int64)
-    with open(out_path, 'wb') as f:
+    arrays["episode_lengths"] = np.array([len(e["terminals"]) for e in episodes], dtype=np.int64)
+    with open(out_path, "wb") as f:
         np.savez(f, **arrays)
 
 
 def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id) -> None:
     try:
         _collect_range(
-            dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(('steps', steps))
+            dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(("steps", steps))
         )
-        queue.put(('done', worker_id))
+        queue.put(("done", worker_id))
     except BaseException:
-        queue.put(('error', traceback.format_exc()))
+        queue.put(("error", traceback.format_exc()))
         raise
 
 
 def _save_compressed(path: str, arrays: dict) -> None:
-    with open(path, 'wb') as f:  # a file object: np.savez would otherwise append '.npz'
+    with open(path, "wb") as f:  # a file object: np.savez would otherwise append '.npz'
         np.savez_compressed(f, **arrays)
 
 
@@ -229,14 +229,14 @@ class _Progress:
     def __init__(self, total_episodes: int, enabled: bool, desc: str):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total_episodes, unit='ep', desc=desc, disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=total_episodes, unit="ep", desc=desc, disable=not enabled, dynamic_ncols=True)
         self.steps = 0
         self.start = time.time()
 
     def update(self, steps: int) -> None:
         self.steps += steps
         self.bar.update(1)
-        self.bar.set_postfix(steps_per_s=f'{self.steps / max(time.time() - self.start, 1e-9):.0f}')
+        self.bar.set_postfix(steps_per_s=f"{self.steps / max(time.time() - self.start, 1e-9):.0f}")
 
     def close(self) -> None:
         self.bar.close()
@@ -273,25 +273,25 @@ def generate_dataset(
     dataset_dir = os.path.expanduser(dataset_dir or DEFAULT_DATASET_DIR)
     episodes = parsed.spec.num_episodes if episodes is None else int(episodes)
     if episodes < 1 or max_episode_steps < 2:
-        raise ValueError('Need at least one episode of at least two steps.')
+        raise ValueError("Need at least one episode of at least two steps.")
     num_val = max(1, episodes // 10)
     total = episodes + num_val
     workers = max(1, min(workers or os.cpu_count() or 1, total))
-    train_path = os.path.join(dataset_dir, f'{dataset_name}.npz')
-    val_path = os.path.join(dataset_dir, f'{dataset_name}-val.npz')
+    train_path = os.path.join(dataset_dir, f"{dataset_name}.npz")
+    val_path = os.path.join(dataset_dir, f"{dataset_name}-val.npz")
     minutes = expected_minutes(dataset_name, episodes, workers, max_episode_steps)
     print(
-        f'Generating {dataset_name}: {episodes} + {num_val} (val) episodes of {max_episode_steps} steps with '
-        f'{workers} worker(s), seed {seed}, into {dataset_dir} (expected about {minutes:.1f} min on a 2-core CPU).',
+        f"Generating {dataset_name}: {episodes} + {num_val} (val) episodes of {max_episode_steps} steps with "
+        f"{workers} worker(s), seed {seed}, into {dataset_dir} (expected about {minutes:.1f} min on a 2-core CPU).",
         flush=True,
     )
 
     os.makedirs(dataset_dir, exist_ok=True)
-    work_dir = tempfile.mkdtemp(prefix=f'.{dataset_name}.partial.', dir=dataset_dir)
+    work_dir = tempfile.mkdtemp(prefix=f".{dataset_name}.partial.", dir=dataset_dir)
     bar = _Progress(total, progress, dataset_name)
     try:
         ranges = _split_ranges(total, workers)
-        part_paths = [os.path.join(work_dir, f'part{i:03d}.npz') for i in range(len(ranges))]
+        part_paths = [os.path.join(work_dir, f"part{i:03d}.npz") for i in range(len(ranges))]
         if len(ranges) == 1:
             _collect_range(dataset_name, seed, 0, total, max_episode_steps, part_paths[0], bar.update)
         else:
@@ -299,11 +299,11 @@ def generate_dataset(
         bar.close()
 
         parts = [dict(np.load(p)) for p in part_paths]
-        lengths = np.concatenate([p.pop('episode_lengths') for p in parts])
+        lengths = np.concatenate([p.pop("episode_lengths") for p in parts])
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         num_train_rows = int(lengths[:episodes].sum())
-        tmp_train = os.path.join(work_dir, 'train.npz')
-        tmp_val = os.path.join(work_dir, 'val.npz')
+        tmp_train = os.path.join(work_dir, "train.npz")
+        tmp_val = os.path.join(work_dir, "val.npz")
         _save_compressed(tmp_train, {k: v[:num_train_rows] for k, v in merged.items()})
         _save_compressed(tmp_val, {k: v[num_train_rows:] for k, v in merged.items()})
         # Rename the validation file first: a run stopped in between leaves no training file, and
@@ -315,8 +315,8 @@ def generate_dataset(
         shutil.rmtree(work_dir, ignore_errors=True)
     elapsed = time.time() - bar.start
     print(
-        f'Wrote {train_path} ({num_train_rows} rows) and {val_path} ({len(merged["terminals"]) - num_train_rows} '
-        f'rows) in {elapsed / 60:.1f} min ({len(merged["terminals"]) / max(elapsed, 1e-9):.0f} steps/s).',
+        f"Wrote {train_path} ({num_train_rows} rows) and {val_path} ({len(merged['terminals']) - num_train_rows} "
+        f"rows) in {elapsed / 60:.1f} min ({len(merged['terminals']) / max(elapsed, 1e-9):.0f} steps/s).",
         flush=True,
     )
     return train_path, val_path
@@ -324,7 +324,7 @@ def generate_dataset(
 
 def _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar) -> None:
     # 'spawn': the caller may have JAX (threads) loaded, which does not survive fork.
-    ctx = multiprocessing.get_context('spawn')
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [
         ctx.Process(
@@ -344,14 +344,14 @@ def _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar)
             except queue_lib.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f'A generation worker died with exit code {dead[0].exitcode}.') from None
+                    raise RuntimeError(f"A generation worker died with exit code {dead[0].exitcode}.") from None
                 continue
-            if kind == 'steps':
+            if kind == "steps":
                 bar.update(payload)
-            elif kind == 'done':
+            elif kind == "done":
                 finished += 1
             else:
-                raise RuntimeError(f'A generation worker failed:\n{payload}')
+                raise RuntimeError(f"A generation worker failed:\n{payload}")
         for p in procs:
             p.join()
     finally:
@@ -362,14 +362,14 @@ def _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--dataset', required=True, help='e.g. cube-single-play-v0')
-    parser.add_argument('--episodes', type=int, default=None, help="training episodes (default: OGBench's)")
-    parser.add_argument('--dir', default=DEFAULT_DATASET_DIR, help='output directory')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--workers', type=int, default=None, help='processes (default: one per core)')
-    parser.add_argument('--max_episode_steps', type=int, default=1001, help='rows per episode (OGBench: 1001)')
-    parser.add_argument('--no_progress', action='store_true', help='hide the progress bar')
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, help="e.g. cube-single-play-v0")
+    parser.add_argument("--episodes", type=int, default=None, help="training episodes (default: OGBench's)")
+    parser.add_argument("--dir", default=DEFAULT_DATASET_DIR, help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    parser.add_argument("--max_episode_steps", type=int, default=1001, help="rows per episode (OGBench: 1001)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     generate_dataset(
         args.dataset,
@@ -382,5 +382,5 @@ def main(argv=None) -> None:
     )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main(sys.argv[1:])

@@ -90,24 +90,25 @@ def evaluate(
     parsed = parse_name(env_name)
     reset_seeds = seed + np.arange(num_episodes) if reset_seeds is None else np.asarray(reset_seeds, np.int64)
     if reset_seeds.shape != (num_episodes,):
-        raise ValueError(f'reset_seeds must have one entry per episode ({num_episodes}), got {reset_seeds.shape}.')
+        raise ValueError(f"reset_seeds must have one entry per episode ({num_episodes}), got {reset_seeds.shape}.")
     goal_conditioned = not parsed.singletask
     if goal_conditioned:
         task_ids = (
             np.arange(num_episodes) % NUM_EVAL_TASKS + 1 if task_ids is None else np.asarray(task_ids, dtype=np.int64)
         )
         if task_ids.shape != (num_episodes,):
-            raise ValueError(f'task_ids must have one entry per episode ({num_episodes}), got {task_ids.shape}.')
+            raise ValueError(f"task_ids must have one entry per episode ({num_episodes}), got {task_ids.shape}.")
     elif task_ids is not None:
-        raise ValueError('task_ids are for goal-conditioned names; a single-task name fixes its task.')
+        raise ValueError("task_ids are for goal-conditioned names; a single-task name fixes its task.")
     num_envs = max(1, min(num_envs or num_episodes, num_episodes))
     num_workers = default_num_workers(num_episodes) if num_workers is None else num_workers
     if num_workers < 1:
-        raise ValueError(f'num_workers must be at least 1, got {num_workers}.')
+        raise ValueError(f"num_workers must be at least 1, got {num_workers}.")
     runner = _runner(env_name, env_kwargs or {}, min(num_workers, num_envs))
     try:
-        return _run(runner, policy_fn, reset_seeds, task_ids if goal_conditioned else None, num_envs, max_steps,
-                    record_frames)
+        return _run(
+            runner, policy_fn, reset_seeds, task_ids if goal_conditioned else None, num_envs, max_steps, record_frames
+        )
     except BaseException:
         if isinstance(runner, WorkerPool):  # its workers may be mid-request: start afresh next time
             _drop_pool(runner)
@@ -133,15 +134,15 @@ def _run(runner, policy_fn, reset_seeds, task_ids, num_envs, max_steps, record_f
             if chunk.ndim == 2:
                 chunk = chunk[:, None]
             if chunk.shape[0] != len(active):
-                raise ValueError(f'policy_fn returned {chunk.shape[0]} action chunks for {len(active)} episodes.')
+                raise ValueError(f"policy_fn returned {chunk.shape[0]} action chunks for {len(active)} episodes.")
             observations[active], done = runner.step(active, chunk, max_steps)
             active = active[~done]
         for i, (episode_success, episode_return, length, episode_frames) in zip(ids, runner.results(), strict=True):
             success[i], returns[i], lengths[i], frames[i] = episode_success, episode_return, length, episode_frames
 
-    results = {'success': success, 'returns': returns, 'lengths': lengths}
+    results = {"success": success, "returns": returns, "lengths": lengths}
     if task_ids is not None:
-        results['task_ids'] = task_ids
+        results["task_ids"] = task_ids
     if record_frames:
-        results['frames'] = frames
+        results["frames"] = frames
     return results

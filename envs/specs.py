@@ -9,7 +9,7 @@ the environment drops the dataset type (``cube-double-v0``, ``cube-double-single
 import dataclasses
 import re
 
-DATASET_TYPES = ('play', 'noisy')
+DATASET_TYPES = ("play", "noisy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,19 +23,19 @@ class Family:
 
 
 FAMILIES = {
-    'cube-single': Family('cube', 1000, (0.0, 0.0), 0.1, num_cubes=1),
-    'cube-double': Family('cube', 1000, (0.0, 0.25), 0.1, num_cubes=2),
-    'cube-triple': Family('cube', 3000, (0.05, 0.35), 0.1, num_cubes=3),
-    'cube-quadruple': Family('cube', 5000, (0.1, 0.5), 0.1, num_cubes=4),
-    'scene': Family('scene', 1000, (0.5, 0.5), 0.1, num_cubes=1, num_buttons=2),
-    'puzzle-3x3': Family('puzzle', 1000, (0.5, 0.5), 0.2, num_buttons=9),
-    'puzzle-4x4': Family('puzzle', 1000, (0.5, 0.5), 0.2, num_buttons=16),
-    'puzzle-4x5': Family('puzzle', 3000, (0.5, 0.5), 0.2, num_buttons=20),
-    'puzzle-4x6': Family('puzzle', 5000, (0.5, 0.5), 0.2, num_buttons=24),
+    "cube-single": Family("cube", 1000, (0.0, 0.0), 0.1, num_cubes=1),
+    "cube-double": Family("cube", 1000, (0.0, 0.25), 0.1, num_cubes=2),
+    "cube-triple": Family("cube", 3000, (0.05, 0.35), 0.1, num_cubes=3),
+    "cube-quadruple": Family("cube", 5000, (0.1, 0.5), 0.1, num_cubes=4),
+    "scene": Family("scene", 1000, (0.5, 0.5), 0.1, num_cubes=1, num_buttons=2),
+    "puzzle-3x3": Family("puzzle", 1000, (0.5, 0.5), 0.2, num_buttons=9),
+    "puzzle-4x4": Family("puzzle", 1000, (0.5, 0.5), 0.2, num_buttons=16),
+    "puzzle-4x5": Family("puzzle", 3000, (0.5, 0.5), 0.2, num_buttons=20),
+    "puzzle-4x6": Family("puzzle", 5000, (0.5, 0.5), 0.2, num_buttons=24),
 }
 
 _NAME = re.compile(
-    r'^(?P<family>[a-z0-9x-]+?)-(?P<type>play|noisy)(?P<single>-singletask(?:-task(?P<task>[1-5]))?)?-(?P<ver>v\d+)$'
+    r"^(?P<family>[a-z0-9x-]+?)-(?P<type>play|noisy)(?P<single>-singletask(?:-task(?P<task>[1-5]))?)?-(?P<ver>v\d+)$"
 )
 
 
@@ -50,15 +50,15 @@ class EnvName:
     @property
     def dataset_name(self) -> str:
         """Name of the .npz file (without extension)."""
-        return f'{self.family}-{self.dataset_type}-{self.version}'
+        return f"{self.family}-{self.dataset_type}-{self.version}"
 
     @property
     def env_id(self) -> str:
         """Gymnasium id of the evaluation environment."""
         if not self.singletask:
-            return f'{self.family}-{self.version}'
-        task = '' if self.task_id is None else f'-task{self.task_id}'
-        return f'{self.family}-singletask{task}-{self.version}'
+            return f"{self.family}-{self.version}"
+        task = "" if self.task_id is None else f"-task{self.task_id}"
+        return f"{self.family}-singletask{task}-{self.version}"
 
     @property
     def spec(self) -> Family:
@@ -68,15 +68,15 @@ class EnvName:
 def parse_name(name: str) -> EnvName:
     """Parse a dataset or env name (see the module docstring); raise ValueError if unsupported."""
     match = _NAME.match(name)
-    if match is None or match['family'] not in FAMILIES:
+    if match is None or match["family"] not in FAMILIES:
         raise ValueError(
-            f'Unsupported name {name!r}: expected <family>-<play|noisy>[-singletask[-taskK]]-v0 with family in '
-            f'{sorted(FAMILIES)}.'
+            f"Unsupported name {name!r}: expected <family>-<play|noisy>[-singletask[-taskK]]-v0 with family in "
+            f"{sorted(FAMILIES)}."
         )
     return EnvName(
-        family=match['family'],
-        dataset_type=match['type'],
-        version=match['ver'],
-        singletask=match['single'] is not None,
-        task_id=None if match['task'] is None else int(match['task']),
+        family=match["family"],
+        dataset_type=match["type"],
+        version=match["ver"],
+        singletask=match["single"] is not None,
+        task_id=None if match["task"] is None else int(match["task"]),
     )

@@ -34,7 +34,7 @@ class Episode:
         self.env = env
         options = None if task_id is None else dict(task_id=int(task_id))
         self.observation, info = env.reset(seed=int(reset_seed), options=options)
-        self.goal = None if task_id is None else info['goal']
+        self.goal = None if task_id is None else info["goal"]
         self.returns = np.float32(0.0)
         self.length = 0
         self.success = 0.0
@@ -50,7 +50,7 @@ class Episode:
             if self.frames is not None:
                 self.frames.append(self.env.render())
             if terminated or truncated or (max_steps is not None and self.length >= max_steps):
-                self.success = float(info['success'])
+                self.success = float(info["success"])
                 return True
         return False
 
@@ -89,16 +89,16 @@ def _worker(conn, env_name: str, env_kwargs: dict) -> None:
     """Serve ('reset' | 'step' | 'results', *args) requests on `LocalEpisodes` until 'close'."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     episodes = LocalEpisodes(env_name, env_kwargs)
-    commands = {'reset': episodes.reset, 'step': episodes.step, 'results': episodes.results}
+    commands = {"reset": episodes.reset, "step": episodes.step, "results": episodes.results}
     try:
         while True:
             command, *args = conn.recv()
-            if command == 'close':
+            if command == "close":
                 return
             try:
-                reply = ('ok', commands[command](*args))
+                reply = ("ok", commands[command](*args))
             except Exception:  # reported to the parent, which raises it
-                reply = ('error', traceback.format_exc())
+                reply = ("error", traceback.format_exc())
             conn.send(reply)
     except (EOFError, OSError):  # the parent went away
         return
@@ -108,7 +108,7 @@ class WorkerPool:
     """`num_workers` spawned processes holding the envs of one env name; slot s lives on worker s % W."""
 
     def __init__(self, env_name: str, env_kwargs: dict, num_workers: int):
-        ctx = multiprocessing.get_context('spawn')
+        ctx = multiprocessing.get_context("spawn")
         self.num_workers = num_workers
         self.conns, self.procs = [], []
         self.num_slots = 0
@@ -133,22 +133,22 @@ class WorkerPool:
             try:
                 self.conns[w].send(request)
             except OSError:
-                raise RuntimeError(f'Evaluation worker {w} is gone (exit code {self.procs[w].exitcode}).') from None
+                raise RuntimeError(f"Evaluation worker {w} is gone (exit code {self.procs[w].exitcode}).") from None
         return {w: self._receive(w) for w in requests}
 
     def _receive(self, w: int):
         deadline = time.monotonic() + REPLY_TIMEOUT_S
         while not self.conns[w].poll(POLL_S):
             if not self.procs[w].is_alive():
-                raise RuntimeError(f'Evaluation worker {w} died (exit code {self.procs[w].exitcode}).')
+                raise RuntimeError(f"Evaluation worker {w} died (exit code {self.procs[w].exitcode}).")
             if time.monotonic() > deadline:
-                raise TimeoutError(f'Evaluation worker {w} sent no reply in {REPLY_TIMEOUT_S:.0f} s.')
+                raise TimeoutError(f"Evaluation worker {w} sent no reply in {REPLY_TIMEOUT_S:.0f} s.")
         try:
             status, payload = self.conns[w].recv()
         except (EOFError, OSError):
-            raise RuntimeError(f'Evaluation worker {w} closed its pipe (exit code {self.procs[w].exitcode}).') from None
-        if status == 'error':
-            raise RuntimeError(f'Evaluation worker {w} failed:\n{payload}')
+            raise RuntimeError(f"Evaluation worker {w} closed its pipe (exit code {self.procs[w].exitcode}).") from None
+        if status == "error":
+            raise RuntimeError(f"Evaluation worker {w} failed:\n{payload}")
         return payload
 
     def _split(self, slots) -> dict:
@@ -160,7 +160,7 @@ class WorkerPool:
     def reset(self, starts, record_frames: bool) -> tuple:
         self.num_slots = len(starts)
         parts = self._split(np.arange(len(starts)))
-        replies = self._request({w: ('reset', [starts[i] for i in p], record_frames) for w, p in parts.items()})
+        replies = self._request({w: ("reset", [starts[i] for i in p], record_frames) for w, p in parts.items()})
         observations = _scatter(parts, {w: r[0] for w, r in replies.items()}, len(starts))
         goals = None if starts[0][1] is None else _scatter(parts, {w: r[1] for w, r in replies.items()}, len(starts))
         return observations, goals
@@ -169,7 +169,7 @@ class WorkerPool:
         slots = np.asarray(slots, np.int64)
         parts = self._split(slots)
         replies = self._request(
-            {w: ('step', slots[p] // self.num_workers, chunks[p], max_steps) for w, p in parts.items()}
+            {w: ("step", slots[p] // self.num_workers, chunks[p], max_steps) for w, p in parts.items()}
         )
         observations = _scatter(parts, {w: r[0] for w, r in replies.items()}, len(slots))
         done = _scatter(parts, {w: r[1] for w, r in replies.items()}, len(slots))
@@ -177,7 +177,7 @@ class WorkerPool:
 
     def results(self) -> list:
         parts = self._split(np.arange(self.num_slots))
-        replies = self._request({w: ('results',) for w in parts})
+        replies = self._request({w: ("results",) for w in parts})
         results = [None] * self.num_slots
         for w, p in parts.items():
             for i, result in zip(p, replies[w], strict=True):
@@ -188,7 +188,7 @@ class WorkerPool:
         for conn, proc in zip(self.conns, self.procs, strict=True):
             try:
                 if proc.is_alive():
-                    conn.send(('close',))
+                    conn.send(("close",))
             except OSError:  # already gone
                 pass
             conn.close()

@@ -9,7 +9,8 @@ Per-sample gradients are taken as the gradient of the batch sum, which is exact 
 interact inside the networks.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,6 @@
 """The critic ensemble Q(s, a) and the value V(s)."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

@@ -1,6 +1,6 @@
 """Multi-layer perceptron shared by every network of the project."""
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax

@@ -1,6 +1,6 @@
 """The flow policy's velocity field v(s, a_t, t)."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

@@ -26,8 +26,10 @@ def summarize(weights, tasks, episodes: int, results: dict) -> list[dict]:
     rows = []
     per_weight = len(tasks) * episodes
     for j, weight in enumerate(weights):
-        groups = [(str(task), slice(j * per_weight + k * episodes, j * per_weight + (k + 1) * episodes))
-                  for k, task in enumerate(tasks)]
+        groups = [
+            (str(task), slice(j * per_weight + k * episodes, j * per_weight + (k + 1) * episodes))
+            for k, task in enumerate(tasks)
+        ]
         if len(tasks) > 1:
             groups.append(("all", slice(j * per_weight, (j + 1) * per_weight)))
         for task, part in groups:
@@ -91,8 +93,9 @@ def flops_per_decision(act, *args) -> float | None:
     return cache[shapes]
 
 
-def evaluate_sweep(act, state, env_name: str, weights, episodes: int, max_envs: int, key, seed: int,
-                   max_steps=None) -> tuple:
+def evaluate_sweep(
+    act, state, env_name: str, weights, episodes: int, max_envs: int, key, seed: int, max_steps=None
+) -> tuple:
     """Runs len(weights) × tasks × episodes episodes together, at most `max_envs` at a time; returns
     (rows, timing dict).
 
@@ -117,16 +120,25 @@ def evaluate_sweep(act, state, env_name: str, weights, episodes: int, max_envs: 
         for name, value in (("observations", observations), ("goals", goals)):
             if value is not None:
                 padded.setdefault(name, np.zeros((total,) + value.shape[1:], np.float32))[episode_ids] = value
-        actions = act(state, padded["observations"], jax.random.fold_in(key, decisions), weight_per_episode,
-                      padded.get("goals"))
+        actions = act(
+            state, padded["observations"], jax.random.fold_in(key, decisions), weight_per_episode, padded.get("goals")
+        )
         decisions += 1
         actions = np.asarray(actions)[episode_ids]
         policy_seconds += time.perf_counter() - start
         return actions
 
     start = time.perf_counter()
-    results = envs.evaluate(policy_fn, env_name, total, seed=seed, reset_seeds=reset_seeds, task_ids=task_ids,
-                            max_steps=max_steps, num_envs=max_envs)
+    results = envs.evaluate(
+        policy_fn,
+        env_name,
+        total,
+        seed=seed,
+        reset_seeds=reset_seeds,
+        task_ids=task_ids,
+        max_steps=max_steps,
+        num_envs=max_envs,
+    )
     seconds = time.perf_counter() - start
     timing = {"eval_seconds": seconds, "policy_seconds": policy_seconds, "env_seconds": seconds - policy_seconds}
     rows = summarize(weights, tasks, episodes, results)

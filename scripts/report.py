@@ -31,8 +31,10 @@ def format_task_table(rows: list[dict]) -> str:
     tasks = [t for t in dict.fromkeys(r["task"] for r in rows) if t != "all"]
     weights = list(dict.fromkeys(r["guidance_weight"] for r in rows))
     success = {(r["guidance_weight"], r["task"]): r["success"] for r in rows}
-    lines = ["| guidance weight | " + " | ".join(f"task {t}" for t in tasks) + " | mean |",
-             "|---" * (len(tasks) + 2) + "|"]
+    lines = [
+        "| guidance weight | " + " | ".join(f"task {t}" for t in tasks) + " | mean |",
+        "|---" * (len(tasks) + 2) + "|",
+    ]
     for w in weights:
         cells = " | ".join(f"{success[(w, t)]:.2f}" for t in tasks)
         lines.append(f"| {weight_label(w)} | {cells} | {success[(w, 'all')]:.3f} |")
@@ -43,12 +45,23 @@ def format_flops(flops: float | None) -> str:
     """The report's compute line: FLOPs of one decision (one action chunk for one environment)."""
     if flops is None:
         return "FLOPs per decision: not available (no XLA cost analysis on this backend)."
-    return (f"FLOPs per decision (one action chunk, one environment; XLA cost analysis of the compiled policy, "
-            f"loops unrolled): {flops:.4g}.")
+    return (
+        f"FLOPs per decision (one action chunk, one environment; XLA cost analysis of the compiled policy, "
+        f"loops unrolled): {flops:.4g}."
+    )
 
 
-def write_report(run_dir: str, all_rows: list[dict], *, step: int, env_name: str, agent_name: str, estimator: str,
-                 best_of_n: int, command: str) -> str:
+def write_report(
+    run_dir: str,
+    all_rows: list[dict],
+    *,
+    step: int,
+    env_name: str,
+    agent_name: str,
+    estimator: str,
+    best_of_n: int,
+    command: str,
+) -> str:
     """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s)."""
     rows = headline_rows(all_rows)
     table = format_table(rows)
@@ -69,7 +82,9 @@ def write_report(run_dir: str, all_rows: list[dict], *, step: int, env_name: str
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     positions = range(len(rows))
-    ax.errorbar(positions, [r["success"] for r in rows], yerr=[r["success_stderr"] for r in rows], marker="o", capsize=3)
+    ax.errorbar(
+        positions, [r["success"] for r in rows], yerr=[r["success_stderr"] for r in rows], marker="o", capsize=3
+    )
     ax.set_xticks(list(positions), [weight_label(r["guidance_weight"]) for r in rows])
     ax.set_xlabel("guidance weight w")
     ax.set_ylabel(f"success ({rows[0]['episodes']} episodes)")

@@ -137,8 +137,17 @@ def plan(args) -> list:
         for seed in args.seeds:
             for agent in dict.fromkeys(METHODS[m].agent for m in args.methods):
                 run = run_dir(args.root, task, agent, seed)
-                train = [*python, f"--agent={agent}", f"--env={task}", f"--seed={seed}", f"--preset={preset}",
-                         f"--run_dir={run}", "--progress=false", *data, *extra]
+                train = [
+                    *python,
+                    f"--agent={agent}",
+                    f"--env={task}",
+                    f"--seed={seed}",
+                    f"--preset={preset}",
+                    f"--run_dir={run}",
+                    "--progress=false",
+                    *data,
+                    *extra,
+                ]
                 if args.train_steps is not None:
                     train.append(f"--train_steps={args.train_steps}")
                 if args.eval_episodes is not None:
@@ -153,9 +162,17 @@ def plan(args) -> list:
                     if (method.estimator, method.best_of_n) == (trained.estimator, trained.best_of_n):
                         resets.remove(reported_reset_seed(seed))  # The training run's own final evaluation.
                     for reset in resets:
-                        evaluate = [*python, f"--agent={agent}", "--eval_only", f"--restore={run}",
-                                    f"--agent.estimator={method.estimator}", f"--agent.best_of_n={method.best_of_n}",
-                                    f"--eval_reset_seed={reset}", "--progress=false", *data]
+                        evaluate = [
+                            *python,
+                            f"--agent={agent}",
+                            "--eval_only",
+                            f"--restore={run}",
+                            f"--agent.estimator={method.estimator}",
+                            f"--agent.best_of_n={method.best_of_n}",
+                            f"--eval_reset_seed={reset}",
+                            "--progress=false",
+                            *data,
+                        ]
                         if not method.sweep:
                             evaluate.append("--guidance_weights=0")
                         if args.eval_episodes is not None:
@@ -199,8 +216,12 @@ def launch(jobs: list, args) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=lambda s: s.split(","), required=True, help="comma-separated OGBench tasks")
-    parser.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS),
-                        help=f"comma-separated, from {','.join(METHODS)}")
+    parser.add_argument(
+        "--methods",
+        type=lambda s: s.split(","),
+        default=list(METHODS),
+        help=f"comma-separated, from {','.join(METHODS)}",
+    )
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
     parser.add_argument("--root", default="runs/sweep", help="where the run dirs go")
     parser.add_argument("--preset", default=None, help="configs preset; default: the task's family preset")

@@ -150,7 +150,9 @@ def family_averages(cells: dict, tasks: list, methods: list) -> dict:
     for family, members in families.items():
         averages[family] = {}
         for method in methods:
-            found = [cells[(t, method)] for t in members if (t, method) in cells and cells[(t, method)]["mean"] is not None]
+            found = [
+                cells[(t, method)] for t in members if (t, method) in cells and cells[(t, method)]["mean"] is not None
+            ]
             if len(found) == len(members):
                 mean = float(np.mean([c["mean"] for c in found]))
                 stderr = float(np.sqrt(np.sum([c["stderr"] ** 2 for c in found])) / len(found))
@@ -182,8 +184,10 @@ def format_markdown(name: str, cells: dict) -> str:
     ]
     for family in dict.fromkeys(family_of(t) for t in tasks):
         for task in [t for t in tasks if family_of(t) == family]:
-            row = [format_cell(cells[(task, m)]["mean"], cells[(task, m)]["stderr"]) if (task, m) in cells else "—"
-                   for m in methods]
+            row = [
+                format_cell(cells[(task, m)]["mean"], cells[(task, m)]["stderr"]) if (task, m) in cells else "—"
+                for m in methods
+            ]
             lines.append(f"| {task} | " + " | ".join(row) + " |")
         row = [format_cell(*averages[family][m]) if m in averages[family] else "—" for m in methods]
         lines.append(f"| **{family} (average)** | " + " | ".join(f"**{c}**" for c in row) + " |")
@@ -196,9 +200,16 @@ def format_markdown(name: str, cells: dict) -> str:
             row.append("—" if weight is None else f"{weight:g}")
         lines.append(f"| {task} | " + " | ".join(row) + " |")
 
-    lines += ["", "## Compute", "",
-              "FLOPs per decision (one action chunk for one environment; XLA's cost analysis of the compiled "
-              "policy), averaged over the runs.", "", "| method | FLOPs per decision |", "|---|---|"]
+    lines += [
+        "",
+        "## Compute",
+        "",
+        "FLOPs per decision (one action chunk for one environment; XLA's cost analysis of the compiled "
+        "policy), averaged over the runs.",
+        "",
+        "| method | FLOPs per decision |",
+        "|---|---|",
+    ]
     for m in methods:
         flops = [cells[(t, m)]["flops"] for t in tasks if (t, m) in cells and cells[(t, m)]["flops"] is not None]
         lines.append(f"| {method_label(m)} | {np.mean(flops):.3g} |" if flops else f"| {method_label(m)} | — |")

@@ -38,8 +38,9 @@ def tiny_dataset_dir(tmp_path_factory):
     from envs import generate_dataset
 
     directory = str(tmp_path_factory.mktemp("ogbench-data"))
-    generate_dataset("cube-single-play-v0", directory, episodes=2, seed=0, workers=1, max_episode_steps=60,
-                     progress=False)
+    generate_dataset(
+        "cube-single-play-v0", directory, episodes=2, seed=0, workers=1, max_episode_steps=60, progress=False
+    )
     return directory
 
 
@@ -47,8 +48,13 @@ def run_main(*flags, timeout=600, check=True):
     """Runs `python main.py FLAGS` from the repository root; returns the completed process."""
     process = subprocess.run(
         [sys.executable, os.path.join(ROOT, "main.py"), *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and process.returncode != 0:
-        raise AssertionError(f"main.py failed ({process.returncode}):\n{process.stdout[-3000:]}\n{process.stderr[-5000:]}")
+        raise AssertionError(
+            f"main.py failed ({process.returncode}):\n{process.stdout[-3000:]}\n{process.stderr[-5000:]}"
+        )
     return process

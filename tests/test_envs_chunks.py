@@ -11,12 +11,12 @@ GAMMA = 0.5
 GOAL_DISCOUNT = 0.6
 N = 7
 DATASET = {
-    'observations': np.stack([np.arange(N), np.zeros(N)], 1).astype(np.float32),  # s_t = [t, 0]
-    'next_observations': np.stack([np.arange(N) + 0.5, np.ones(N)], 1).astype(np.float32),  # [t + .5, 1]
-    'actions': np.stack([np.arange(N), -np.arange(N)], 1).astype(np.float32),  # a_t = [t, -t]
-    'terminals': np.array([0, 0, 1, 0, 0, 0, 1], np.float32),
-    'rewards': np.array([1, 2, 4, 8, 16, 32, 64], np.float32),
-    'masks': np.array([1, 1, 1, 1, 0, 1, 1], np.float32),
+    "observations": np.stack([np.arange(N), np.zeros(N)], 1).astype(np.float32),  # s_t = [t, 0]
+    "next_observations": np.stack([np.arange(N) + 0.5, np.ones(N)], 1).astype(np.float32),  # [t + .5, 1]
+    "actions": np.stack([np.arange(N), -np.arange(N)], 1).astype(np.float32),  # a_t = [t, -t]
+    "terminals": np.array([0, 0, 1, 0, 0, 0, 1], np.float32),
+    "rewards": np.array([1, 2, 4, 8, 16, 32, 64], np.float32),
+    "masks": np.array([1, 1, 1, 1, 0, 1, 1], np.float32),
 }
 # Hand-computed chunks of horizon 3 for every start t: (rows read, valid, rewards, masks).
 EXPECTED = {
@@ -30,39 +30,39 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def device_dataset():
     return envs.to_device_dataset(DATASET)
 
 
 def test_index_arrays(device_dataset):
-    np.testing.assert_array_equal(device_dataset['episode_ends'], [2, 2, 2, 6, 6, 6, 6])
-    np.testing.assert_array_equal(device_dataset['episode_ids'], [0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(device_dataset["episode_ends"], [2, 2, 2, 6, 6, 6, 6])
+    np.testing.assert_array_equal(device_dataset["episode_ids"], [0, 0, 0, 1, 1, 1, 1])
 
 
 def test_sample_chunks_matches_hand_computed(device_dataset):
     batch = jax.device_get(envs.sample_chunks(device_dataset, jax.random.PRNGKey(0), 128, 3, GAMMA))
-    starts = batch['observations'][:, 0].astype(int)
+    starts = batch["observations"][:, 0].astype(int)
     assert set(starts) == set(range(N))  # every start index drawn, none invalid
     for b, t in enumerate(starts):
         rows, valid, rewards, masks = (np.array(x, np.float32) for x in EXPECTED[t])
         rows = rows.astype(int)
-        np.testing.assert_array_equal(batch['observations'][b], DATASET['observations'][t])
-        np.testing.assert_array_equal(batch['actions'][b], DATASET['actions'][rows])
-        np.testing.assert_array_equal(batch['next_observations'][b], DATASET['next_observations'][rows])
-        np.testing.assert_array_equal(batch['valid'][b], valid)
-        np.testing.assert_allclose(batch['rewards'][b], rewards)
-        np.testing.assert_array_equal(batch['masks'][b], masks)
+        np.testing.assert_array_equal(batch["observations"][b], DATASET["observations"][t])
+        np.testing.assert_array_equal(batch["actions"][b], DATASET["actions"][rows])
+        np.testing.assert_array_equal(batch["next_observations"][b], DATASET["next_observations"][rows])
+        np.testing.assert_array_equal(batch["valid"][b], valid)
+        np.testing.assert_allclose(batch["rewards"][b], rewards)
+        np.testing.assert_array_equal(batch["masks"][b], masks)
 
 
 def test_horizon_one_is_one_step_transitions(device_dataset):
     batch = jax.device_get(envs.sample_chunks(device_dataset, jax.random.PRNGKey(1), 64, 1, 0.99))
-    t = batch['observations'][:, 0].astype(int)
-    np.testing.assert_array_equal(batch['actions'][:, 0], DATASET['actions'][t])
-    np.testing.assert_array_equal(batch['rewards'][:, 0], DATASET['rewards'][t])
-    np.testing.assert_array_equal(batch['masks'][:, 0], DATASET['masks'][t])
-    np.testing.assert_array_equal(batch['next_observations'][:, 0], DATASET['next_observations'][t])
-    np.testing.assert_array_equal(batch['valid'], 1.0)
+    t = batch["observations"][:, 0].astype(int)
+    np.testing.assert_array_equal(batch["actions"][:, 0], DATASET["actions"][t])
+    np.testing.assert_array_equal(batch["rewards"][:, 0], DATASET["rewards"][t])
+    np.testing.assert_array_equal(batch["masks"][:, 0], DATASET["masks"][t])
+    np.testing.assert_array_equal(batch["next_observations"][:, 0], DATASET["next_observations"][t])
+    np.testing.assert_array_equal(batch["valid"], 1.0)
 
 
 def _goal_batch(device_dataset, p_cur, p_traj, p_rand, discount=GOAL_DISCOUNT, seed=0):
@@ -91,41 +91,41 @@ def _expected_goal_chunk(t, goal_state):
 
 def test_goal_chunks_current_state_goal(device_dataset):
     batch = _goal_batch(device_dataset, 1.0, 0.0, 0.0)
-    np.testing.assert_array_equal(batch['goals'], batch['observations'])
-    np.testing.assert_array_equal(batch['rewards'], 0.0)
-    np.testing.assert_array_equal(batch['masks'], 0.0)
+    np.testing.assert_array_equal(batch["goals"], batch["observations"])
+    np.testing.assert_array_equal(batch["rewards"], 0.0)
+    np.testing.assert_array_equal(batch["masks"], 0.0)
 
 
 def test_goal_chunks_trajectory_goal(device_dataset):
     batch = _goal_batch(device_dataset, 0.0, 1.0, 0.0)
-    starts = batch['observations'][:, 0].astype(int)
+    starts = batch["observations"][:, 0].astype(int)
     offsets = []
     for b, t in enumerate(starts):
         # The goal is a later state of the same trajectory: s_{t+k} = next_observations[t+k-1].
-        goal_row = int(batch['goals'][b, 0] - 0.5)
-        assert batch['goals'][b, 1] == 1.0 and t <= goal_row <= (2 if t <= 2 else 6)
+        goal_row = int(batch["goals"][b, 0] - 0.5)
+        assert batch["goals"][b, 1] == 1.0 and t <= goal_row <= (2 if t <= 2 else 6)
         k = goal_row - t + 1
         offsets.append(k)
         rewards, masks = _expected_goal_chunk(t, t + k)
-        np.testing.assert_allclose(batch['rewards'][b], rewards, err_msg=f't={t}, k={k}')
-        np.testing.assert_array_equal(batch['masks'][b], masks, err_msg=f't={t}, k={k}')
+        np.testing.assert_allclose(batch["rewards"][b], rewards, err_msg=f"t={t}, k={k}")
+        np.testing.assert_array_equal(batch["masks"][b], masks, err_msg=f"t={t}, k={k}")
     assert {1, 2, 3} <= set(offsets)  # goals reached inside the chunk and beyond it
 
 
 def test_goal_chunks_random_goal(device_dataset):
     batch = _goal_batch(device_dataset, 0.0, 0.0, 1.0)
-    starts = batch['observations'][:, 0].astype(int)
+    starts = batch["observations"][:, 0].astype(int)
     for b, t in enumerate(starts):
-        assert batch['goals'][b, 1] == 0.0  # an `observations` row
-        g = int(batch['goals'][b, 0])
+        assert batch["goals"][b, 1] == 0.0  # an `observations` row
+        g = int(batch["goals"][b, 0])
         end = 2 if t <= 2 else 6
         rewards, masks = _expected_goal_chunk(t, g if t <= g <= end else None)
-        np.testing.assert_allclose(batch['rewards'][b], rewards, err_msg=f't={t}, g={g}')
-        np.testing.assert_array_equal(batch['masks'][b], masks, err_msg=f't={t}, g={g}')
+        np.testing.assert_allclose(batch["rewards"][b], rewards, err_msg=f"t={t}, g={g}")
+        np.testing.assert_array_equal(batch["masks"][b], masks, err_msg=f"t={t}, g={g}")
 
 
 def test_goal_success_fn_on_cube_observations():
-    success = envs.goal_success_fn('cube-double-play-v0')
+    success = envs.goal_success_fn("cube-double-play-v0")
     goal = np.zeros(37, np.float32)
     near, far = goal.copy(), goal.copy()
     near[19:22] = [0.3, 0.0, 0.0]  # 0.03 m (observation units are 10x metres)

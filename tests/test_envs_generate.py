@@ -16,51 +16,51 @@ STEPS = 30  # rows per episode in these tests (OGBench: 1001)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp('ogbench_data'))
+    d = str(tmp_path_factory.mktemp("ogbench_data"))
     gen.generate_dataset(
-        'cube-single-play-v0', d, episodes=3, seed=0, workers=1, max_episode_steps=STEPS, progress=False
+        "cube-single-play-v0", d, episodes=3, seed=0, workers=1, max_episode_steps=STEPS, progress=False
     )
     gen.generate_dataset(
-        'puzzle-3x3-noisy-v0', d, episodes=2, seed=0, workers=1, max_episode_steps=STEPS, progress=False
+        "puzzle-3x3-noisy-v0", d, episodes=2, seed=0, workers=1, max_episode_steps=STEPS, progress=False
     )
     return d
 
 
 @pytest.mark.parametrize(
-    'name, episodes, ob_dim, nq, buttons',
-    [('cube-single-play-v0', 3, 28, 21, None), ('puzzle-3x3-noisy-v0', 2, 55, None, 9)],
+    "name, episodes, ob_dim, nq, buttons",
+    [("cube-single-play-v0", 3, 28, 21, None), ("puzzle-3x3-noisy-v0", 2, 55, None, 9)],
 )
 def test_files_have_ogbench_format(data_dir, name, episodes, ob_dim, nq, buttons):
-    for suffix, num in [('', episodes), ('-val', 1)]:
-        with np.load(os.path.join(data_dir, f'{name}{suffix}.npz')) as f:
-            expected = {'observations', 'actions', 'terminals', 'qpos', 'qvel'} | (
-                {'button_states'} if buttons else set()
+    for suffix, num in [("", episodes), ("-val", 1)]:
+        with np.load(os.path.join(data_dir, f"{name}{suffix}.npz")) as f:
+            expected = {"observations", "actions", "terminals", "qpos", "qvel"} | (
+                {"button_states"} if buttons else set()
             )
             assert set(f.files) == expected
             rows = num * STEPS
-            assert f['observations'].dtype == np.float32 and f['observations'].shape == (rows, ob_dim)
-            assert f['actions'].dtype == np.float32 and f['actions'].shape == (rows, 5)
-            assert np.abs(f['actions']).max() <= 1.0
-            assert f['terminals'].dtype == bool
-            np.testing.assert_array_equal(np.flatnonzero(f['terminals']), np.arange(STEPS - 1, rows, STEPS))
-            assert f['qpos'].dtype == np.float32 and f['qvel'].dtype == np.float32
+            assert f["observations"].dtype == np.float32 and f["observations"].shape == (rows, ob_dim)
+            assert f["actions"].dtype == np.float32 and f["actions"].shape == (rows, 5)
+            assert np.abs(f["actions"]).max() <= 1.0
+            assert f["terminals"].dtype == bool
+            np.testing.assert_array_equal(np.flatnonzero(f["terminals"]), np.arange(STEPS - 1, rows, STEPS))
+            assert f["qpos"].dtype == np.float32 and f["qvel"].dtype == np.float32
             if nq is not None:
-                assert f['qpos'].shape == (rows, nq)
+                assert f["qpos"].shape == (rows, nq)
             if buttons:
-                assert f['button_states'].dtype == np.int64 and f['button_states'].shape == (rows, buttons)
+                assert f["button_states"].dtype == np.int64 and f["button_states"].shape == (rows, buttons)
 
 
 def test_ogbench_loads_generated_files_offline(data_dir):
     import ogbench
 
-    ds = ogbench.utils.load_dataset(os.path.join(data_dir, 'cube-single-play-v0.npz'))
-    assert ds['observations'].shape == (3 * (STEPS - 1), 28)
-    env, train, val = ogbench.make_env_and_datasets('puzzle-3x3-noisy-singletask-task1-v0', dataset_dir=data_dir)
-    assert train['rewards'].shape == (2 * (STEPS - 1),) and val['masks'].shape == (STEPS - 1,)
+    ds = ogbench.utils.load_dataset(os.path.join(data_dir, "cube-single-play-v0.npz"))
+    assert ds["observations"].shape == (3 * (STEPS - 1), 28)
+    env, train, val = ogbench.make_env_and_datasets("puzzle-3x3-noisy-singletask-task1-v0", dataset_dir=data_dir)
+    assert train["rewards"].shape == (2 * (STEPS - 1),) and val["masks"].shape == (STEPS - 1,)
     # Our loader returns exactly what OGBench's returns.
-    _, ours, _ = envs.make_env_and_datasets('puzzle-3x3-noisy-singletask-task1-v0', data_dir)
+    _, ours, _ = envs.make_env_and_datasets("puzzle-3x3-noisy-singletask-task1-v0", data_dir)
     assert set(ours) == set(train)
     for k in ours:
         np.testing.assert_array_equal(ours[k], train[k])
@@ -69,88 +69,88 @@ def test_ogbench_loads_generated_files_offline(data_dir):
 def test_singletask_reward_is_zero_exactly_at_ogbench_success(data_dir, tmp_path):
     # Put the cube on task 1's goal in one row, then compare the loaded rewards with the env's own
     # success test on every stored simulator state.
-    name = 'cube-single-play-singletask-task1-v0'
+    name = "cube-single-play-singletask-task1-v0"
     env = envs.make_env(name)
     env.reset()
     goal_xyz = env.unwrapped._data.mocap_pos[0].copy()
-    arrays = dict(np.load(os.path.join(data_dir, 'cube-single-play-v0.npz')))
-    arrays['qpos'][5, 14:17] = goal_xyz
-    for suffix in ['', '-val']:
-        src = dict(np.load(os.path.join(data_dir, f'cube-single-play-v0{suffix}.npz')))
-        np.savez_compressed(tmp_path / f'cube-single-play-v0{suffix}.npz', **(arrays if suffix == '' else src))
+    arrays = dict(np.load(os.path.join(data_dir, "cube-single-play-v0.npz")))
+    arrays["qpos"][5, 14:17] = goal_xyz
+    for suffix in ["", "-val"]:
+        src = dict(np.load(os.path.join(data_dir, f"cube-single-play-v0{suffix}.npz")))
+        np.savez_compressed(tmp_path / f"cube-single-play-v0{suffix}.npz", **(arrays if suffix == "" else src))
     _, train, _ = envs.make_env_and_datasets(name, str(tmp_path))
-    raw = ~arrays['terminals']  # the rows load_dataset keeps
+    raw = ~arrays["terminals"]  # the rows load_dataset keeps
     successes = []
-    for qpos, qvel in zip(arrays['qpos'][raw], arrays['qvel'][raw], strict=True):
+    for qpos, qvel in zip(arrays["qpos"][raw], arrays["qvel"][raw], strict=True):
         env.unwrapped.set_state(qpos.astype(np.float64), qvel.astype(np.float64))
         successes.append(all(env.unwrapped._compute_successes()))
     successes = np.array(successes)
     assert successes[5]
-    np.testing.assert_array_equal(train['rewards'] == 0, successes)
-    np.testing.assert_array_equal(train['masks'], 1.0 - successes)
+    np.testing.assert_array_equal(train["rewards"] == 0, successes)
+    np.testing.assert_array_equal(train["masks"], 1.0 - successes)
 
 
 def test_missing_dataset_error_names_the_command(tmp_path):
-    with pytest.raises(envs.DatasetMissingError, match='python -m envs.generate --dataset=cube-double-play-v0'):
-        envs.make_env_and_datasets('cube-double-play-singletask-task2-v0', str(tmp_path))
+    with pytest.raises(envs.DatasetMissingError, match="python -m envs.generate --dataset=cube-double-play-v0"):
+        envs.make_env_and_datasets("cube-double-play-singletask-task2-v0", str(tmp_path))
 
 
 def test_validation_rejects_wrong_files(data_dir, tmp_path):
-    arrays = dict(np.load(os.path.join(data_dir, 'cube-single-play-v0.npz')))
-    for suffix in ['', '-val']:  # cube-single data under a cube-double name: wrong sizes
-        np.savez(tmp_path / f'cube-double-play-v0{suffix}.npz', **arrays)
-    with pytest.raises(envs.DatasetFormatError, match='observations has shape'):
-        envs.make_env_and_datasets('cube-double-play-v0', str(tmp_path))
-    del arrays['actions']
-    np.savez(tmp_path / 'cube-single-play-v0.npz', **arrays)
-    np.savez(tmp_path / 'cube-single-play-v0-val.npz', **arrays)
-    with pytest.raises(envs.DatasetFormatError, match='missing keys'):
-        envs.make_env_and_datasets('cube-single-play-v0', str(tmp_path))
+    arrays = dict(np.load(os.path.join(data_dir, "cube-single-play-v0.npz")))
+    for suffix in ["", "-val"]:  # cube-single data under a cube-double name: wrong sizes
+        np.savez(tmp_path / f"cube-double-play-v0{suffix}.npz", **arrays)
+    with pytest.raises(envs.DatasetFormatError, match="observations has shape"):
+        envs.make_env_and_datasets("cube-double-play-v0", str(tmp_path))
+    del arrays["actions"]
+    np.savez(tmp_path / "cube-single-play-v0.npz", **arrays)
+    np.savez(tmp_path / "cube-single-play-v0-val.npz", **arrays)
+    with pytest.raises(envs.DatasetFormatError, match="missing keys"):
+        envs.make_env_and_datasets("cube-single-play-v0", str(tmp_path))
 
 
 def test_slices_directory(data_dir, tmp_path):
-    src = dict(np.load(os.path.join(data_dir, 'cube-single-play-v0.npz')))
+    src = dict(np.load(os.path.join(data_dir, "cube-single-play-v0.npz")))
     for i in range(2):
-        np.savez(tmp_path / f'slice-{i}.npz', **{k: v[i * STEPS : (i + 1) * STEPS] for k, v in src.items()})
-    np.savez(tmp_path / 'slice-val.npz', **{k: v[2 * STEPS :] for k, v in src.items()})
-    env, first, val = envs.make_env_and_datasets('cube-single-play-v0', dataset_path=str(tmp_path))
-    np.testing.assert_array_equal(first['observations'][0], src['observations'][0])
-    np.testing.assert_array_equal(val['observations'][0], src['observations'][2 * STEPS])
-    slices = envs.DatasetSlices(str(tmp_path), 'cube-single-play-v0', env, swap_every=10)
+        np.savez(tmp_path / f"slice-{i}.npz", **{k: v[i * STEPS : (i + 1) * STEPS] for k, v in src.items()})
+    np.savez(tmp_path / "slice-val.npz", **{k: v[2 * STEPS :] for k, v in src.items()})
+    env, first, val = envs.make_env_and_datasets("cube-single-play-v0", dataset_path=str(tmp_path))
+    np.testing.assert_array_equal(first["observations"][0], src["observations"][0])
+    np.testing.assert_array_equal(val["observations"][0], src["observations"][2 * STEPS])
+    slices = envs.DatasetSlices(str(tmp_path), "cube-single-play-v0", env, swap_every=10)
     assert slices.maybe_advance(5) is None
     second = slices.maybe_advance(10)
-    np.testing.assert_array_equal(second['observations'][0], src['observations'][STEPS])
-    assert slices.maybe_advance(20)['observations'][0, 0] == src['observations'][0, 0]  # wraps around
+    np.testing.assert_array_equal(second["observations"][0], src["observations"][STEPS])
+    assert slices.maybe_advance(20)["observations"][0, 0] == src["observations"][0, 0]  # wraps around
 
 
 def _read_all(d, name):
-    return {s: dict(np.load(os.path.join(d, f'{name}{s}.npz'))) for s in ['', '-val']}
+    return {s: dict(np.load(os.path.join(d, f"{name}{s}.npz"))) for s in ["", "-val"]}
 
 
 def test_same_seed_same_file_for_any_worker_count(tmp_path):
     kw = dict(episodes=2, max_episode_steps=12, progress=False)
-    gen.generate_dataset('cube-single-noisy-v0', str(tmp_path / 'a'), seed=3, workers=1, **kw)
-    gen.generate_dataset('cube-single-noisy-v0', str(tmp_path / 'b'), seed=3, workers=2, **kw)
-    gen.generate_dataset('cube-single-noisy-v0', str(tmp_path / 'c'), seed=4, workers=1, **kw)
-    a, b, c = (_read_all(str(tmp_path / x), 'cube-single-noisy-v0') for x in 'abc')
+    gen.generate_dataset("cube-single-noisy-v0", str(tmp_path / "a"), seed=3, workers=1, **kw)
+    gen.generate_dataset("cube-single-noisy-v0", str(tmp_path / "b"), seed=3, workers=2, **kw)
+    gen.generate_dataset("cube-single-noisy-v0", str(tmp_path / "c"), seed=4, workers=1, **kw)
+    a, b, c = (_read_all(str(tmp_path / x), "cube-single-noisy-v0") for x in "abc")
     for s in a:
         for k in a[s]:
             np.testing.assert_array_equal(a[s][k], b[s][k])
-    assert not np.array_equal(a['']['actions'], c['']['actions'])
+    assert not np.array_equal(a[""]["actions"], c[""]["actions"])
 
 
 def test_failure_before_rename_leaves_no_file(tmp_path, monkeypatch):
     real = gen._save_compressed
 
     def fail_on_val(path, arrays):
-        if path.endswith('val.npz'):
-            raise OSError('disk full (injected)')
+        if path.endswith("val.npz"):
+            raise OSError("disk full (injected)")
         real(path, arrays)
 
-    monkeypatch.setattr(gen, '_save_compressed', fail_on_val)
-    with pytest.raises(OSError, match='injected'):
+    monkeypatch.setattr(gen, "_save_compressed", fail_on_val)
+    with pytest.raises(OSError, match="injected"):
         gen.generate_dataset(
-            'cube-single-play-v0', str(tmp_path), episodes=1, max_episode_steps=5, workers=1, progress=False
+            "cube-single-play-v0", str(tmp_path), episodes=1, max_episode_steps=5, workers=1, progress=False
         )
     assert os.listdir(tmp_path) == []  # neither file, nor the partial work directory
 
@@ -159,22 +159,22 @@ def test_killed_generation_leaves_no_final_file(tmp_path):
     proc = subprocess.Popen(
         [
             sys.executable,
-            '-m',
-            'envs.generate',
-            '--dataset=cube-single-play-v0',
-            '--episodes=50',
-            f'--dir={tmp_path}',
-            '--workers=1',
-            '--no_progress',
+            "-m",
+            "envs.generate",
+            "--dataset=cube-single-play-v0",
+            "--episodes=50",
+            f"--dir={tmp_path}",
+            "--workers=1",
+            "--no_progress",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    assert proc.stdout.readline().startswith('Generating')
+    assert proc.stdout.readline().startswith("Generating")
     time.sleep(3.0)  # collecting episodes now
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     names = os.listdir(tmp_path)
-    assert not any(n.endswith('.npz') for n in names), names
+    assert not any(n.endswith(".npz") for n in names), names

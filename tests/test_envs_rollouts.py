@@ -5,7 +5,7 @@ import pytest
 
 import envs
 
-SINGLE = 'cube-single-play-singletask-task1-v0'
+SINGLE = "cube-single-play-singletask-task1-v0"
 
 
 def _random_policy(horizon, calls):
@@ -21,13 +21,13 @@ def _random_policy(horizon, calls):
 def test_random_policy_episodes_finish_and_report():
     calls = []
     results = envs.evaluate(_random_policy(4, calls), SINGLE, 3, seed=0, max_steps=10)
-    assert set(results) == {'success', 'returns', 'lengths'}
-    assert results['success'].shape == results['returns'].shape == (3,)
-    np.testing.assert_array_equal(results['lengths'], 10)  # cut inside the third chunk
+    assert set(results) == {"success", "returns", "lengths"}
+    assert results["success"].shape == results["returns"].shape == (3,)
+    np.testing.assert_array_equal(results["lengths"], 10)  # cut inside the third chunk
     assert len(calls) == 3  # chunks of 4: decisions at steps 0, 4, 8
     np.testing.assert_array_equal(calls[0][1], [0, 1, 2])
     assert calls[0][0].shape == (3, 28) and calls[0][2] == ()
-    assert np.all(results['returns'] <= 0)  # single-task rewards are -(unsolved cubes)
+    assert np.all(results["returns"] <= 0)  # single-task rewards are -(unsolved cubes)
 
 
 def test_same_seed_same_first_observation():
@@ -44,8 +44,8 @@ def test_same_seed_same_first_observation():
 
 def test_goal_conditioned_passes_goals_and_task_ids():
     calls = []
-    results = envs.evaluate(_random_policy(3, calls), 'cube-single-play-v0', 2, task_ids=[2, 5], max_steps=3)
-    np.testing.assert_array_equal(results['task_ids'], [2, 5])
+    results = envs.evaluate(_random_policy(3, calls), "cube-single-play-v0", 2, task_ids=[2, 5], max_steps=3)
+    np.testing.assert_array_equal(results["task_ids"], [2, 5])
     (goals,) = calls[0][2]
     assert goals.shape == (2, 28) and not np.array_equal(goals[0], goals[1])
 
@@ -67,9 +67,9 @@ def test_workers_match_in_process():
     local_calls, pooled_calls = [], []
     local = envs.evaluate(_linear_policy(3, local_calls), SINGLE, 4, num_workers=1, **kwargs)
     pooled = envs.evaluate(_linear_policy(3, pooled_calls), SINGLE, 4, num_workers=2, **kwargs)
-    for key in ('success', 'returns', 'lengths'):
+    for key in ("success", "returns", "lengths"):
         np.testing.assert_array_equal(local[key], pooled[key])
-    np.testing.assert_array_equal(pooled['lengths'], 30)
+    np.testing.assert_array_equal(pooled["lengths"], 30)
     # One policy call per decision with every unfinished episode: 10 chunks of 3 per wave.
     assert [len(ids) for _, ids in pooled_calls] == [3] * 10 + [1] * 10
     np.testing.assert_array_equal(pooled_calls[0][1], [0, 1, 2])
@@ -83,8 +83,8 @@ def test_workers_match_in_process():
 
 def test_worker_error_is_raised_with_its_traceback():
     # A wrong action size fails inside env.step in a worker; the parent raises, it does not hang.
-    with pytest.raises(RuntimeError, match=r'(?s)Evaluation worker \d failed:.*Traceback.*broadcast'):
+    with pytest.raises(RuntimeError, match=r"(?s)Evaluation worker \d failed:.*Traceback.*broadcast"):
         envs.evaluate(_linear_policy(2, [], action_dim=7), SINGLE, 2, max_steps=4, num_workers=2)
     # The failed pool was closed; the next call starts a fresh one and works.
     results = envs.evaluate(_linear_policy(2, []), SINGLE, 2, max_steps=4, num_workers=2)
-    np.testing.assert_array_equal(results['lengths'], 4)
+    np.testing.assert_array_equal(results["lengths"], 4)

@@ -147,6 +147,8 @@ def test_size_presets_hit_the_paper_actor_parameter_counts(preset, millions):
     config = configs.get_config("qgf", preset)
     obs_dim, flat_dim = 46, 25  # cube-triple: observation 46, a chunk of 5 five-dimensional actions.
     field = VelocityField(config.actor_hidden_dims, flat_dim)
-    shapes = jax.eval_shape(field.init, jax.random.PRNGKey(0), jnp.zeros((1, obs_dim)), jnp.zeros((1, flat_dim)), jnp.zeros(1))
+    shapes = jax.eval_shape(
+        field.init, jax.random.PRNGKey(0), jnp.zeros((1, obs_dim)), jnp.zeros((1, flat_dim)), jnp.zeros(1)
+    )
     count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
     assert abs(count / 1e6 - millions) / millions < 0.06, count

@@ -9,16 +9,16 @@ import guidance
 
 ESTIMATORS = sorted(guidance.ESTIMATORS)
 STEPS = 10
-B, O, D = 8, 3, 4
+B, OBS, D = 8, 3, 4
 
 
 def analytic_problem(seed=0):
     """v(s, a, t) = (1 + t) tanh(a M + s N) and Q(s, a) = −‖a − a*(s)‖² with a*(s) = s P, all in float64."""
     rng = np.random.default_rng(seed)
     M = rng.normal(size=(D, D)) * 0.8
-    N = rng.normal(size=(O, D)) * 0.5
-    P = rng.normal(size=(O, D)) * 0.4
-    observations = rng.normal(size=(B, O))
+    N = rng.normal(size=(OBS, D)) * 0.5
+    P = rng.normal(size=(OBS, D)) * 0.4
+    observations = rng.normal(size=(B, OBS))
     noise = rng.normal(size=(B, D))
     return M, N, P, observations, noise
 
@@ -120,8 +120,8 @@ def test_zero_weight_is_plain_euler(estimator):
 def random_mlp_problem(seed=0):
     """A small tanh MLP as velocity field and another as critic, in float64, for finite differences."""
     rng = np.random.default_rng(seed)
-    W1, W2 = rng.normal(size=(O + D + 1, 16)) / 2, rng.normal(size=(16, D)) / 4
-    C1, C2 = rng.normal(size=(O + D, 16)) / 2, rng.normal(size=(16,)) / 4
+    W1, W2 = rng.normal(size=(OBS + D + 1, 16)) / 2, rng.normal(size=(16, D)) / 4
+    C1, C2 = rng.normal(size=(OBS + D, 16)) / 2, rng.normal(size=(16,)) / 4
 
     def velocity_fn(s, a, t):
         return jnp.tanh(jnp.concatenate([s, a, t[:, None]], -1) @ W1) @ W2
@@ -129,7 +129,7 @@ def random_mlp_problem(seed=0):
     def critic_fn(s, a):
         return jnp.tanh(jnp.concatenate([s, a], -1) @ C1) @ C2
 
-    observations = rng.normal(size=(B, O)) * 0.5
+    observations = rng.normal(size=(B, OBS)) * 0.5
     actions = rng.normal(size=(B, D)) * 0.3
     return velocity_fn, critic_fn, observations, actions
 
@@ -160,7 +160,9 @@ def test_jacobian_estimator_matches_finite_differences_of_clean_estimate(step_in
 
         np.testing.assert_allclose(got, central_differences(q_of_clean, actions), rtol=1e-6, atol=1e-8)
         # ... and it is not the Jacobian-free estimate, so the test can tell them apart.
-        qgf = guidance.ESTIMATORS["qgf"](velocity_fn, critic_fn, observations, actions, times, velocity, step_index, STEPS)
+        qgf = guidance.ESTIMATORS["qgf"](
+            velocity_fn, critic_fn, observations, actions, times, velocity, step_index, STEPS
+        )
         assert np.abs(np.asarray(qgf - got)).max() > 1e-4
 
 
@@ -170,7 +172,9 @@ def test_bptt_estimator_matches_finite_differences_of_the_ode(step_index):
         velocity_fn, critic_fn, observations, actions = random_mlp_problem(seed=2)
         times = jnp.full((B,), step_index / STEPS)
         velocity = velocity_fn(observations, actions, times)
-        got = guidance.ESTIMATORS["bptt"](velocity_fn, critic_fn, observations, actions, times, velocity, step_index, STEPS)
+        got = guidance.ESTIMATORS["bptt"](
+            velocity_fn, critic_fn, observations, actions, times, velocity, step_index, STEPS
+        )
 
         def q_of_ode(a):
             for k in range(step_index, STEPS):
@@ -212,5 +216,11 @@ def test_best_of_n_keeps_the_highest_q_candidate():
 
 def test_unknown_estimator_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown guidance estimator 'qfg'.*choose one of"):
-        guidance.sample(lambda s, a, t: a, lambda s, a: a.sum(-1), jnp.zeros((1, 1)), jnp.zeros((1, 2)),
-                        guidance_weight=0.0, estimator="qfg")
+        guidance.sample(
+            lambda s, a, t: a,
+            lambda s, a: a.sum(-1),
+            jnp.zeros((1, 1)),
+            jnp.zeros((1, 2)),
+            guidance_weight=0.0,
+            estimator="qfg",
+        )

@@ -2,9 +2,9 @@
 
 import jax
 import jax.numpy as jnp
+from toy_two_modes import STEPS, critic_fn, preferred_fraction, trained_velocity_fn
 
 import guidance
-from toy_two_modes import STEPS, critic_fn, preferred_fraction, trained_velocity_fn
 
 N = 2000
 TOY_WEIGHT = 1.0

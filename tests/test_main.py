@@ -52,10 +52,20 @@ def test_a_tiny_run_leaves_every_artifact(finished_run):
 
 def test_a_killed_run_resumes_to_the_same_final_state(finished_run, tiny_dataset_dir, tmp_path):
     run_dir = str(tmp_path / "killed")
-    flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS,
-             "--train_steps=8", "--eval_every=8"]
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *flags], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    flags = [
+        f"--env={TINY_TASK}",
+        f"--dataset_dir={tiny_dataset_dir}",
+        f"--run_dir={run_dir}",
+        *TINY_RUN_FLAGS,
+        "--train_steps=8",
+        "--eval_every=8",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "main.py"), *flags],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = os.path.join(run_dir, "checkpoints")
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -88,8 +98,14 @@ def test_eval_only_reproduces_the_eval_row(finished_run):
 def test_goal_conditioned_run_writes_per_task_results(tiny_dataset_dir, tmp_path):
     run_dir = str(tmp_path / "gc")
     flags = [f for f in TINY_RUN_FLAGS if not f.startswith("--eval_episodes")]
-    run_main("--agent=gcqgf", "--env=cube-single-play-v0", f"--dataset_dir={tiny_dataset_dir}",
-             f"--run_dir={run_dir}", *flags, "--eval_episodes=1")
+    run_main(
+        "--agent=gcqgf",
+        "--env=cube-single-play-v0",
+        f"--dataset_dir={tiny_dataset_dir}",
+        f"--run_dir={run_dir}",
+        *flags,
+        "--eval_episodes=1",
+    )
     rows = read_csv(os.path.join(run_dir, "eval.csv"))
     assert [(float(r["guidance_weight"]), r["task"]) for r in rows] == [
         (w, t) for w in (0.0, 0.1) for t in ("1", "2", "3", "4", "5", "all")
@@ -100,6 +116,12 @@ def test_goal_conditioned_run_writes_per_task_results(tiny_dataset_dir, tmp_path
 
 
 def test_agent_and_task_kinds_must_match(tiny_dataset_dir, tmp_path):
-    process = run_main("--agent=qgf", "--env=cube-single-play-v0", f"--dataset_dir={tiny_dataset_dir}",
-                       f"--run_dir={tmp_path / 'x'}", *TINY_RUN_FLAGS, check=False)
+    process = run_main(
+        "--agent=qgf",
+        "--env=cube-single-play-v0",
+        f"--dataset_dir={tiny_dataset_dir}",
+        f"--run_dir={tmp_path / 'x'}",
+        *TINY_RUN_FLAGS,
+        check=False,
+    )
     assert process.returncode != 0 and "--agent=gcqgf" in process.stderr

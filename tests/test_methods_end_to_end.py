@@ -23,10 +23,26 @@ TRAIN_FLAGS = [f for f in TINY_RUN_FLAGS if not f.startswith(("--preset", "--pro
 
 def run_sweep(root, dataset_dir, methods, *more):
     process = subprocess.run(
-        [sys.executable, "-m", "scripts.sweep", f"--tasks={TINY_TASK}", f"--methods={methods}", "--seeds=0",
-         f"--root={root}", "--preset=demo", "--eval_episodes=2", f"--dataset_dir={dataset_dir}",
-         f"--extra={' '.join(TRAIN_FLAGS)}", "--executor=local", "--poll_s=0.5", *more],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "scripts.sweep",
+            f"--tasks={TINY_TASK}",
+            f"--methods={methods}",
+            "--seeds=0",
+            f"--root={root}",
+            "--preset=demo",
+            "--eval_episodes=2",
+            f"--dataset_dir={dataset_dir}",
+            f"--extra={' '.join(TRAIN_FLAGS)}",
+            "--executor=local",
+            "--poll_s=0.5",
+            *more,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert process.returncode == 0, f"{process.stdout[-3000:]}\n{process.stderr[-5000:]}"
     return process.stdout
@@ -44,8 +60,13 @@ def eval_rows(root, agent, estimator, best_of_n, reset):
 
 
 def table_markdown(root, tmp_path):
-    subprocess.run([sys.executable, "-m", "scripts.table", f"--runs={root}", "--name=tiny", f"--out_dir={tmp_path}"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "scripts.table", f"--runs={root}", "--name=tiny", f"--out_dir={tmp_path}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return open(tmp_path / "tiny.md").read()
 
 
@@ -106,15 +127,22 @@ def test_flops_per_decision_counts_every_loop_step_and_matches_the_analytic_coun
 
     config = configs.get_config("qgf")
     config.update(actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), horizon=2, denoising_steps=3)
-    batch = {"observations": jnp.zeros((2, 6)), "actions": jnp.zeros((2, 2, 3)), "rewards": jnp.zeros((2, 2)),
-             "masks": jnp.ones((2, 2)), "valid": jnp.ones((2, 2)), "next_observations": jnp.zeros((2, 2, 6))}
+    batch = {
+        "observations": jnp.zeros((2, 6)),
+        "actions": jnp.zeros((2, 2, 3)),
+        "rewards": jnp.zeros((2, 2)),
+        "masks": jnp.ones((2, 2)),
+        "valid": jnp.ones((2, 2)),
+        "next_observations": jnp.zeros((2, 2, 6)),
+    }
     flops = {}
     for estimator, best_of_n in (("none", 1), ("qgf", 1), ("qgf", 4)):
         config.update(estimator=estimator, best_of_n=best_of_n)
         agent = agents.make("qgf", config)
         state = jax.jit(agent.init)(jax.random.PRNGKey(0), batch)
-        flops[estimator, best_of_n] = flops_per_decision(agent.act, state, batch["observations"], jax.random.PRNGKey(1),
-                                                         jnp.zeros(2), None)
+        flops[estimator, best_of_n] = flops_per_decision(
+            agent.act, state, batch["observations"], jax.random.PRNGKey(1), jnp.zeros(2), None
+        )
         # XLA also counts LayerNorm, GELU, noise and clipping, which at width 32 rival the Dense layers.
         analytic = guided_action_flops(config, obs_dim=6, action_dim=3)
         assert analytic < flops[estimator, best_of_n] < 2.5 * analytic, (estimator, best_of_n, flops, analytic)

@@ -49,7 +49,9 @@ def train(agent, state, num_steps, seed=0):
     def step(state, key):
         return agent.update(state, closed_form_batch(key))
 
-    return jax.jit(lambda s, keys: jax.lax.scan(step, s, keys))(state, jax.random.split(jax.random.PRNGKey(seed), num_steps))
+    return jax.jit(lambda s, keys: jax.lax.scan(step, s, keys))(
+        state, jax.random.split(jax.random.PRNGKey(seed), num_steps)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,19 @@ import pytest
 from scripts import sweep, table
 
 TASK_1, TASK_2 = "scene-play-singletask-task1-v0", "scene-play-singletask-task2-v0"
-FIELDS = ["step", "estimator", "best_of_n", "guidance_weight", "task", "success", "success_stderr", "return", "length",
-          "episodes", "flops_per_decision"]
+FIELDS = [
+    "step",
+    "estimator",
+    "best_of_n",
+    "guidance_weight",
+    "task",
+    "success",
+    "success_stderr",
+    "return",
+    "length",
+    "episodes",
+    "flops_per_decision",
+]
 
 
 def write_eval(path, estimator, best_of_n, successes, last_step=4):
@@ -20,9 +31,21 @@ def write_eval(path, estimator, best_of_n, successes, last_step=4):
         writer.writeheader()
         for step, scale in ((2, 0.0), (last_step, 1.0)):  # An older step, which the table must ignore.
             for weight, success in successes.items():
-                writer.writerow({"step": step, "estimator": estimator, "best_of_n": best_of_n, "guidance_weight": weight,
-                                 "task": "all", "success": scale * success, "success_stderr": 0, "return": 0,
-                                 "length": 0, "episodes": 10, "flops_per_decision": 1e6 * (1 + best_of_n)})
+                writer.writerow(
+                    {
+                        "step": step,
+                        "estimator": estimator,
+                        "best_of_n": best_of_n,
+                        "guidance_weight": weight,
+                        "task": "all",
+                        "success": scale * success,
+                        "success_stderr": 0,
+                        "return": 0,
+                        "length": 0,
+                        "episodes": 10,
+                        "flops_per_decision": 1e6 * (1 + best_of_n),
+                    }
+                )
 
 
 def write_run(root, task, agent, seed, evals, own=None, own_step=4):
@@ -32,13 +55,22 @@ def write_run(root, task, agent, seed, evals, own=None, own_step=4):
     os.makedirs(run, exist_ok=True)
     estimator = "qgf" if agent == "qgf" else "none"
     with open(os.path.join(run, "config.json"), "w") as f:
-        json.dump({"agent": agent, "env": task, "seed": seed, "run": {"train_steps": 4},
-                   "agent_config": {"estimator": estimator, "best_of_n": 1}}, f)
+        json.dump(
+            {
+                "agent": agent,
+                "env": task,
+                "seed": seed,
+                "run": {"train_steps": 4},
+                "agent_config": {"estimator": estimator, "best_of_n": 1},
+            },
+            f,
+        )
     if own is not None:
         write_eval(os.path.join(run, "eval.csv"), estimator, 1, own, own_step)
     for (estimator, best_of_n, reset), successes in evals.items():
-        write_eval(os.path.join(sweep.eval_dir(run, estimator, best_of_n, reset), "eval.csv"), estimator, best_of_n,
-                   successes)
+        write_eval(
+            os.path.join(sweep.eval_dir(run, estimator, best_of_n, reset), "eval.csv"), estimator, best_of_n, successes
+        )
 
 
 @pytest.fixture
@@ -52,17 +84,29 @@ def runs(tmp_path):
     reported_2 = [{0.0: 0.0, 0.01: 0.1, 0.1: 0.2}, {0.0: 0.0, 0.01: 0.3, 0.1: 0.2}]
     for seed in (0, 1):
         shown, heldout = sweep.reported_reset_seed(seed), sweep.heldout_reset_seed(seed)
-        write_run(tmp_path, TASK_1, "qgf", seed, {
-            ("qgf", 1, shown): reported_1[seed],
-            ("qgf", 1, heldout): {0.0: 0.2, 0.01: 0.8, 0.1: 0.3},
-            ("none", 1, shown): {0.0: [0.2, 0.4][seed]},
-            ("qgf", 1, 12345): {0.0: 1.0, 0.01: 1.0, 0.1: 1.0},  # Neither reported nor held-out: ignored.
-        })
-        write_run(tmp_path, TASK_2, "qgf", seed, {
-            ("qgf", 1, shown): reported_2[seed],
-            ("qgf", 1, heldout): {0.0: 0.0, 0.01: 0.1, 0.1: 0.5},
-            ("none", 1, shown): {0.0: 0.0},
-        })
+        write_run(
+            tmp_path,
+            TASK_1,
+            "qgf",
+            seed,
+            {
+                ("qgf", 1, shown): reported_1[seed],
+                ("qgf", 1, heldout): {0.0: 0.2, 0.01: 0.8, 0.1: 0.3},
+                ("none", 1, shown): {0.0: [0.2, 0.4][seed]},
+                ("qgf", 1, 12345): {0.0: 1.0, 0.01: 1.0, 0.1: 1.0},  # Neither reported nor held-out: ignored.
+            },
+        )
+        write_run(
+            tmp_path,
+            TASK_2,
+            "qgf",
+            seed,
+            {
+                ("qgf", 1, shown): reported_2[seed],
+                ("qgf", 1, heldout): {0.0: 0.0, 0.01: 0.1, 0.1: 0.5},
+                ("none", 1, shown): {0.0: 0.0},
+            },
+        )
         # fql from its own evaluation (at weights 0 and 0.1, of which a method without a sweep reports 0).
         write_run(tmp_path, TASK_1, "fql", seed, {}, own={0.0: 0.5, 0.1: 0.9})
         write_run(tmp_path, TASK_2, "fql", seed, {}, own={0.0: 1.0}, own_step=2)  # Unfinished: not reported.
@@ -74,7 +118,7 @@ def test_table_reports_the_held_out_weight_on_the_reported_episodes(runs, tmp_pa
     markdown = open(path).read()
     lines = markdown.splitlines()
     start = lines.index("| task | BC | QGF | FQL |")
-    assert lines[start:start + 5] == [
+    assert lines[start : start + 5] == [
         "| task | BC | QGF | FQL |",
         "|---|---|---|---|",
         f"| {TASK_1} | 30.0 ± 10.0 | 60.0 ± 10.0 | 50.0 ± 0.0 |",
@@ -91,7 +135,9 @@ def test_table_reports_the_held_out_weight_on_the_reported_episodes(runs, tmp_pa
 
 def test_a_sweep_without_held_out_episodes_reports_no_number(runs):
     for seed in (0, 1):
-        heldout = sweep.eval_dir(sweep.run_dir(str(runs), TASK_1, "qgf", seed), "qgf", 1, sweep.heldout_reset_seed(seed))
+        heldout = sweep.eval_dir(
+            sweep.run_dir(str(runs), TASK_1, "qgf", seed), "qgf", 1, sweep.heldout_reset_seed(seed)
+        )
         os.remove(os.path.join(heldout, "eval.csv"))
     cells = table.summarize(table.collect(str(runs)))
     assert cells[(TASK_1, "qgf")]["mean"] is None and cells[(TASK_1, "bc")]["mean"] == pytest.approx(30.0)

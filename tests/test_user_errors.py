@@ -80,15 +80,26 @@ def test_main_reports_bad_names_and_values_in_one_line(flags, fragments, tmp_pat
 
 
 def test_main_prints_the_generate_command_for_a_missing_dataset(tmp_path):
-    process = run_main(f"--env={TINY_TASK}", f"--dataset_dir={tmp_path}", "--nogenerate_missing",
-                       f"--run_dir={tmp_path / 'run'}", check=False)
+    process = run_main(
+        f"--env={TINY_TASK}",
+        f"--dataset_dir={tmp_path}",
+        "--nogenerate_missing",
+        f"--run_dir={tmp_path / 'run'}",
+        check=False,
+    )
     assert process.returncode != 0 and "Traceback" not in process.stderr
     assert "python -m envs.generate --dataset=cube-single-play-v0" in process.stderr
 
 
 def test_batch_larger_than_the_dataset_is_named(tiny_dataset_dir, tmp_path):
-    process = run_main(f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={tmp_path}",
-                       *TINY_RUN_FLAGS, "--agent.batch_size=100000", check=False)
+    process = run_main(
+        f"--env={TINY_TASK}",
+        f"--dataset_dir={tiny_dataset_dir}",
+        f"--run_dir={tmp_path}",
+        *TINY_RUN_FLAGS,
+        "--agent.batch_size=100000",
+        check=False,
+    )
     assert_user_error(process, "--agent.batch_size=100000 exceeds the dataset's")
 
 
@@ -100,7 +111,8 @@ def test_a_nan_in_the_data_stops_training_without_saving(tiny_dataset_dir, tmp_p
         arrays["observations"][::2] = np.nan
         np.savez(data_dir / name, **arrays)
     run_dir = tmp_path / "run"
-    process = run_main(f"--env={TINY_TASK}", f"--dataset_dir={data_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS,
-                       check=False)
+    process = run_main(
+        f"--env={TINY_TASK}", f"--dataset_dir={data_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS, check=False
+    )
     assert_user_error(process, "non-finite", "training steps 1..2", "no checkpoint was saved")
     assert not [n for n in os.listdir(run_dir / "checkpoints") if n.isdigit()]

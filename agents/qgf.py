@@ -35,7 +35,9 @@ class QGFState(flax.struct.PyTreeNode):
     action_dim: int = flax.struct.field(pytree_node=False)  # A, the size of one action of the chunk.
 
 
-def make_qgf(config: ml_collections.ConfigDict) -> Agent:
+def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
+    """The qgf agent. `policy_loss(policy_params, state, batch, key) -> (loss, metrics)` replaces flow-matching
+    BC as the velocity field's loss (EDP adds a Q term there); the critic, value, state and `act` stay qgf's."""
     horizon = config.horizon
     steps = config.denoising_steps
 
@@ -67,12 +69,24 @@ def make_qgf(config: ml_collections.ConfigDict) -> Agent:
             action_dim=chunk.shape[2],
         )
 
-    def total_loss(params, state: QGFState, batch: Batch, key: jax.Array):
+    def behaviour_cloning_loss(policy_params, state: QGFState, batch: Batch, key: jax.Array):
+        return flow_matching_loss(
+            state.policy.apply_fn,
+            policy_params,
+            batch["observations"],
+            batch["actions"],
+            batch["valid"],
+            key,
+            steps,
+            batch.get("goals"),
+        )
+
+    loss_of_policy = policy_loss or behaviour_cloning_loss
+
+    def iql_losses(params, state: QGFState, batch: Batch):
+        """The value's expectile loss and the critic's chunked TD loss (both IQL)."""
         observations, goals = batch["observations"], batch.get("goals")
         flat_actions = batch["actions"].reshape(batch["actions"].shape[0], -1)
-        bc_loss, bc_metrics = flow_matching_loss(
-            state.policy.apply_fn, params["policy"], observations, batch["actions"], batch["valid"], key, steps, goals
-        )
         target_q = aggregate(
             state.target_critic.apply_fn(state.target_critic.params, observations, flat_actions, goals),
             config.critic_aggregation,
@@ -80,14 +94,18 @@ def make_qgf(config: ml_collections.ConfigDict) -> Agent:
         v_loss, v_metrics = value_loss(
             state.value.apply_fn, params["value"], observations, target_q, config.expectile, goals
         )
-        next_observations = batch["next_observations"][:, -1]
-        next_goals = goals  # A goal stays fixed along the chunk.
-        next_values = jax.lax.stop_gradient(state.value.apply_fn(state.value.params, next_observations, next_goals))
+        next_observations = batch["next_observations"][:, -1]  # A goal stays fixed along the chunk.
+        next_values = jax.lax.stop_gradient(state.value.apply_fn(state.value.params, next_observations, goals))
         td_target = chunk_td_target(batch["rewards"], batch["masks"], next_values, config.discount)
         q_loss, q_metrics = critic_td_loss(
             state.critic.apply_fn, params["critic"], observations, flat_actions, td_target, batch["valid"][:, -1], goals
         )
-        return bc_loss + v_loss + q_loss, {**bc_metrics, **v_metrics, **q_metrics}
+        return v_loss + q_loss, {**v_metrics, **q_metrics}
+
+    def total_loss(params, state: QGFState, batch: Batch, key: jax.Array):
+        actor_loss, actor_metrics = loss_of_policy(params["policy"], state, batch, key)
+        critic_loss, critic_metrics = iql_losses(params, state, batch)
+        return actor_loss + critic_loss, {**actor_metrics, **critic_metrics}
 
     def current_params(state: QGFState):
         return {"policy": state.policy.params, "critic": state.critic.params, "value": state.value.params}

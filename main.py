@@ -7,6 +7,7 @@ the latest checkpoint. `--eval_only --restore=<run dir>` evaluates a saved agent
 `--agent.estimator` or `--agent.best_of_n`).
 """
 
+import errno
 import functools
 import json
 import os
@@ -19,17 +20,20 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
-from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 import agents
 import configs
 import envs
 from agents.training import NonFiniteLossError, check_finite, make_train_chunk
-from scripts.checkpoints import Checkpoints
-from scripts.evaluation import evaluate_sweep
+from envs.generate import DatasetWriteError
+from scripts.checkpoints import CheckpointError
+from scripts.devices import placement
+from scripts.evaluation import make_sweep_evaluator
 from scripts.report import write_report
-from scripts.run_dir import ConfigMismatchError, CsvLog, default_run_dir, to_plain, write_config
+from scripts.run_data import check_agent_fits_task, check_data_fits, load_data, make_sampler
+from scripts.run_dir import ConfigMismatchError, default_run_dir, to_plain, write_config
+from scripts.seed_runs import SeedRuns
 
 # Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds). Set before the
 # first environment imports MuJoCo (`envs` imports lazily).
@@ -40,10 +44,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "OGBench task name; default: the preset's task.")
 flags.DEFINE_string("preset", None, "A configs.PRESETS name; default: 'demo' without --env, 'paper' with it.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and evaluation noise.")
+flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one process (vmapped), one run dir each.")
 for _name in ("train_steps", "steps_per_call", "log_every", "eval_every", "save_every", "eval_episodes"):
     flags.DEFINE_integer(_name, None, f"Overrides the preset's run setting `{_name}`.")
 flags.DEFINE_list("guidance_weights", None, "Guidance weights evaluated in one batch; default: the config's.")
-flags.DEFINE_string("run_dir", None, "Run directory; default: runs/<env>/<agent>/seed<seed>-<config hash>.")
+flags.DEFINE_string(
+    "run_dir", None, "Run directory ('{seed}' is replaced); default: runs/<env>/<agent>/seed<seed>-<config hash>."
+)
 flags.DEFINE_string("dataset_dir", None, "Directory of OGBench .npz files; default: the preset's.")
 flags.DEFINE_string("dataset_path", None, "A dataset .npz file or a directory of .npz slices.")
 flags.DEFINE_bool("generate_missing", True, "Generate a missing dataset with the OGBench oracles.")
@@ -52,6 +59,7 @@ flags.DEFINE_string("restore", None, "Run directory whose latest checkpoint --ev
 flags.DEFINE_integer("eval_reset_seed", None, "First reset seed of evaluation episodes; default: 1000 × seed.")
 flags.DEFINE_bool("allow_config_change", False, "Resume into a run dir whose config.json differs.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (one process per host).")
 
 
 def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
@@ -88,48 +96,30 @@ def resolved_agent_config(agent_name: str, preset: str, base: dict | None = None
     return config
 
 
-def load_data(env_name: str, run):
-
-    dataset_dir = os.path.expanduser(run.dataset_dir or envs.default_dataset_dir())
-    try:
-        return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=run.dataset_path or None)
-    except envs.DatasetMissingError:
-        if not FLAGS.generate_missing or run.dataset_path:
-            raise
-    envs.generate_dataset(
-        env_name,
-        dataset_dir,
-        episodes=run.dataset_episodes or None,
-        seed=0,
-        max_episode_steps=run.dataset_episode_steps,
-        progress=FLAGS.progress,
-    )
-    return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir)
-
-
-def check_data_fits(dataset: dict, config) -> None:
-
-    transitions, ends = len(dataset["observations"]), np.flatnonzero(dataset["terminals"])
-    longest = int(np.max(np.diff(np.concatenate([[-1], ends])))) if len(ends) else transitions
-    if config.batch_size > transitions:
-        raise configs.ConfigError(
-            f"--agent.batch_size={config.batch_size} exceeds the dataset's {transitions} "
-            "transitions; lower it or generate more episodes"
-        )
-    if config.horizon > longest:
-        raise configs.ConfigError(
-            f"--agent.horizon={config.horizon} is longer than the dataset's longest episode ({longest} steps); lower it"
-        )
+def seed_run_dir(seed: int, resolved: dict) -> str:
+    if FLAGS.restore:
+        return FLAGS.restore
+    if FLAGS.run_dir is None:
+        return default_run_dir("runs", resolved["env"], AGENT_NAME, seed, resolved)
+    if "{seed}" in FLAGS.run_dir:
+        return FLAGS.run_dir.replace("{seed}", str(seed))
+    return os.path.join(FLAGS.run_dir, f"seed{seed}") if FLAGS.num_seeds > 1 else FLAGS.run_dir
 
 
 def main(_):
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every step of a save at INFO.
+    if FLAGS.distributed:
+        jax.distributed.initialize()
     saved = None
     if FLAGS.eval_only:
         if not FLAGS.restore:
             raise configs.ConfigError("--eval_only needs --restore=<run dir>")
+        if FLAGS.num_seeds != 1:
+            raise configs.ConfigError("--eval_only evaluates one run dir; drop --num_seeds")
         with open(os.path.join(FLAGS.restore, "config.json")) as f:
             saved = json.load(f)
+    if FLAGS.num_seeds < 1:
+        raise configs.ConfigError(f"--num_seeds={FLAGS.num_seeds} must be at least 1")
     preset = saved["preset"] if saved else FLAGS.preset or ("demo" if FLAGS.env is None else "paper")
     config = resolved_agent_config(AGENT_NAME, preset, saved["agent_config"] if saved else None)
     run = configs.get_run_config(preset, AGENT_NAME)
@@ -149,145 +139,130 @@ def main(_):
         envs.parse_name(env_name)
     except ValueError as error:
         raise configs.ConfigError(f"--env: {error}") from None
-    seed = saved["seed"] if saved else FLAGS.seed
-    reset_seed = 1000 * seed if FLAGS.eval_reset_seed is None else FLAGS.eval_reset_seed
-    resolved = {
-        "agent": AGENT_NAME,
-        "preset": preset,
-        "env": env_name,
-        "seed": seed,
-        "guidance_weights": weights,
-        "eval_reset_seed": reset_seed,
-        "agent_config": to_plain(config),
-        "run": to_plain(run),
-    }
-    train_dir = FLAGS.restore or FLAGS.run_dir or default_run_dir("runs", env_name, AGENT_NAME, seed, resolved)
-    eval_tag = f"{config.estimator}-bo{config.best_of_n}-reset{reset_seed}"
-    out_dir = os.path.join(train_dir, "eval", eval_tag) if saved else train_dir
-    if not saved:
-        write_config(train_dir, resolved, FLAGS.allow_config_change)
-    os.makedirs(out_dir, exist_ok=True)
-    print(f"{AGENT_NAME} on {env_name}, preset '{preset}', seed {seed}; run dir {out_dir}", flush=True)
+    check_agent_fits_task(AGENT_NAME, config, env_name)
+    seeds = [saved["seed"]] if saved else [FLAGS.seed + i for i in range(FLAGS.num_seeds)]
+    if FLAGS.eval_reset_seed is not None and len(seeds) > 1:
+        raise configs.ConfigError("--eval_reset_seed sets one seed's episodes; drop it with --num_seeds")
+    reset_seeds = [1000 * s if FLAGS.eval_reset_seed is None else FLAGS.eval_reset_seed for s in seeds]
+    train_dirs, resolved = [], dict(agent=AGENT_NAME, preset=preset, env=env_name, guidance_weights=weights)
+    resolved.update(agent_config=to_plain(config), run=to_plain(run))
+    for seed, reset_seed in zip(seeds, reset_seeds, strict=True):
+        seed_resolved = {**resolved, "seed": seed, "eval_reset_seed": reset_seed}
+        train_dirs.append(seed_run_dir(seed, seed_resolved))
+        if not saved:
+            write_config(train_dirs[-1], seed_resolved, FLAGS.allow_config_change)
+    eval_tag = f"{config.estimator}-bo{config.best_of_n}-reset{reset_seeds[0]}"
+    out_dirs = [os.path.join(d, "eval", eval_tag) if saved else d for d in train_dirs]
+    for d in out_dirs:
+        os.makedirs(d, exist_ok=True)
+    where = placement(len(seeds), config.batch_size)
+    print(
+        f"{AGENT_NAME} on {env_name}, preset '{preset}', seed(s) {', '.join(map(str, seeds))} on "
+        f"{where.description}; run dir(s) {', '.join(out_dirs)}",
+        flush=True,
+    )
 
     clock = {"data": time.perf_counter()}
-    _, train_data, val_data = load_data(env_name, run)
-    dataset, val_dataset = envs.to_device_dataset(train_data), envs.to_device_dataset(val_data or train_data)
-    clock["data"] = time.perf_counter() - clock["data"]
+    _, train_data, val_data = load_data(env_name, run, FLAGS.generate_missing, FLAGS.progress)
     check_data_fits(train_data, config)
-    goal_conditioned = not envs.parse_name(env_name).singletask
-    if goal_conditioned != config.get("goal_conditioned", False):
-        kind = "goal-conditioned" if goal_conditioned else "single-task"
-        raise configs.ConfigError(
-            f"--env={env_name} is {kind}, which agent '{AGENT_NAME}' does not train on; use "
-            + ("--agent=gcqgf" if goal_conditioned else "a ...-singletask-taskN-v0 task or --agent=qgf")
-        )
-    sample = functools.partial(
-        envs.sample_chunks, batch_size=config.batch_size, horizon=config.horizon, discount=config.discount
-    )
-    if goal_conditioned:
-        sample = functools.partial(
-            envs.sample_goal_chunks,
-            batch_size=config.batch_size,
-            horizon=config.horizon,
-            discount=config.discount,
-            p_cur=config.p_cur,
-            p_traj=config.p_traj,
-            p_rand=config.p_rand,
-            success_fn=envs.goal_success_fn(env_name),
-        )
+    dataset = where.put_replicated(envs.to_device_dataset(train_data))
+    val_dataset = where.put_replicated(envs.to_device_dataset(val_data or train_data))
+    clock["data"] = time.perf_counter() - clock["data"]
+    sample = make_sampler(config, env_name)
     agent = agents.make(AGENT_NAME, config)
-    init_key, data_key, val_key, eval_key = jax.random.split(jax.random.PRNGKey(seed), 4)
-    state = jax.jit(agent.init)(init_key, sample(dataset, data_key))
-    checkpoints = Checkpoints(os.path.join(train_dir, "checkpoints"))
-    step = checkpoints.latest_step() or 0
+    # Each seed's keys are those of a run of that seed alone, so seeds trained together equal separate runs.
+    keys = np.stack([jax.random.split(jax.random.PRNGKey(seed), 4) for seed in seeds], axis=1)
+    init_keys, data_keys, val_keys, eval_keys = (where.put_seeds(k) for k in keys)
+    init = jax.vmap(lambda key, data_key: agent.init(key, sample(dataset, data_key)))
+    states = where.put_seeds(jax.jit(init)(init_keys, data_keys))
+    runs = SeedRuns(train_dirs, out_dirs)
+    step = runs.resume_step()
     if step:
-        state = checkpoints.restore(step, state)
+        states = where.put_seeds(runs.restore(step, states))
         print(f"Resumed from the checkpoint at step {step}.", flush=True)
     elif saved:
-        raise configs.ConfigError(f"{train_dir} has no checkpoint to evaluate; train it first")
-
-    act = jax.jit(lambda s, o, k, w, g: agent.act(s, o, k, guidance_weight=w, goals=g))
-    eval_log = CsvLog(os.path.join(out_dir, "eval.csv"), step if not saved else -1)
+        raise configs.ConfigError(f"{FLAGS.restore} has no checkpoint to evaluate; train it first")
+    runs.open_logs(step, train=not saved)
+    act = functools.partial(act_with_weights, agent)
+    evaluate_seeds = make_sweep_evaluator(act, env_name, weights, run.eval_episodes, run.eval_envs)
 
     def evaluate(step):
-        rows, timing = evaluate_sweep(
-            act,
-            state,
-            env_name,
-            weights,
-            run.eval_episodes,
-            run.eval_envs,
-            jax.random.fold_in(eval_key, step),
-            seed=reset_seed,
-        )
-        for row in rows:
-            eval_log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})
-            writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
-        table = write_report(
-            out_dir,
-            rows,
-            step=step,
-            env_name=env_name,
-            agent_name=AGENT_NAME,
-            estimator=config.estimator,
-            best_of_n=config.best_of_n,
-            command=COMMAND,
-        )
-        print(
-            f"\nStep {step}: success per guidance weight ({timing['eval_seconds']:.0f} s, of which policy "
-            f"{timing['policy_seconds']:.0f} s)\n{table}\n",
-            flush=True,
-        )
+        eval_step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, step)
+        rows_per_seed, timing = evaluate_seeds(states, eval_step_keys, reset_seeds)
+        for seed, rows, log, writer, out_dir in zip(
+            seeds, rows_per_seed, runs.eval_logs, runs.writers, out_dirs, strict=True
+        ):
+            for row in rows:
+                log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})
+                writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
+            table = write_report(
+                out_dir,
+                rows,
+                step=step,
+                env_name=env_name,
+                agent_name=AGENT_NAME,
+                estimator=config.estimator,
+                best_of_n=config.best_of_n,
+                command=COMMAND,
+            )
+            print(
+                f"\nStep {step}, seed {seed}: success per guidance weight ({timing['eval_seconds']:.0f} s for "
+                f"{len(seeds)} seed(s), of which policy {timing['policy_seconds']:.0f} s)\n{table}\n",
+                flush=True,
+            )
         return timing["eval_seconds"]
 
-    writer = SummaryWriter(out_dir)
     clock["eval"] = 0.0
     if saved:
         clock["eval"] += evaluate(step)
-        return print(f"Report: {os.path.join(out_dir, 'report.md')}")
+        runs.close()
+        return print(f"Report: {os.path.join(out_dirs[0], 'report.md')}")
 
     for name in ("log_every", "eval_every", "save_every", "train_steps"):
         if run[name] % run.steps_per_call:
             raise configs.ConfigError(
                 f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
             )
-    train_chunk = make_train_chunk(agent, sample, run.steps_per_call)
-    validate = jax.jit(lambda s, k: agent.validate(s, sample(val_dataset, k)))
-    train_log = CsvLog(os.path.join(train_dir, "train.csv"), step)
+    train_chunk = make_train_chunk(agent, sample, run.steps_per_call, where.constrain_batch)
+    validate = jax.jit(jax.vmap(lambda state, key: agent.validate(state, sample(val_dataset, key))))
+    fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     clock["train"], last = 0.0, (time.perf_counter(), step)
     bar = tqdm(total=run.train_steps, initial=step, disable=not FLAGS.progress, unit="step", dynamic_ncols=True)
     while step < run.train_steps:
         start = time.perf_counter()
-        state, metrics = train_chunk(state, dataset, jax.random.fold_in(data_key, step))
+        states, metrics = train_chunk(states, dataset, fold_in(data_keys, step))
         step += run.steps_per_call
         metrics = jax.device_get(metrics)
-        check_finite(metrics, step - run.steps_per_call, step, checkpoints.latest_step())
+        check_finite(metrics, step - run.steps_per_call, step, runs.checkpoints[0].latest_step(), seeds)
         if step % run.log_every == 0:
-            metrics = {f"train/{k}": float(v) for k, v in metrics.items()}
-            metrics.update(
-                {f"val/{k}": float(v) for k, v in validate(state, jax.random.fold_in(val_key, step)).items()}
-            )
+            val_metrics = jax.device_get(validate(states, fold_in(val_keys, step)))
             rate = (step - last[1]) / (time.perf_counter() - last[0])
             last = (time.perf_counter(), step)
-            train_log.write({"step": step, "steps_per_s": rate, **metrics})
-            for k, v in metrics.items():
-                writer.add_scalar(k, v, step)
-            bar.set_postfix(bc=f"{metrics['train/policy/bc_loss']:.3f}", q=f"{metrics['train/critic/q_mean']:.1f}")
-        jax.block_until_ready(state)
+            for i, (log, writer) in enumerate(zip(runs.train_logs, runs.writers, strict=True)):
+                row = {f"train/{k}": float(v[i]) for k, v in metrics.items()}
+                row.update({f"val/{k}": float(v[i]) for k, v in val_metrics.items()})
+                log.write({"step": step, "steps_per_s": rate, **row})
+                for k, v in row.items():
+                    writer.add_scalar(k, v, step)
+            bar.set_postfix(bc=f"{row['train/policy/bc_loss']:.3f}", q=f"{row['train/critic/q_mean']:.1f}")
+        jax.block_until_ready(states)
         clock["train"] += time.perf_counter() - start
         bar.update(run.steps_per_call)
         if step % run.eval_every == 0 or step == run.train_steps:
             clock["eval"] += evaluate(step)
         if step % run.save_every == 0 or step == run.train_steps:
-            checkpoints.save(step, state)
+            runs.save(step, states)
     bar.close()
-    checkpoints.close()
-    writer.close()
+    runs.close()
     print(
         f"Done: data {clock['data']:.0f} s, training {clock['train']:.0f} s, evaluation {clock['eval']:.0f} s. "
-        f"Report: {os.path.join(out_dir, 'report.md')}",
+        f"Report(s): {', '.join(os.path.join(d, 'report.md') for d in out_dirs)}",
         flush=True,
     )
+
+
+def act_with_weights(agent, state, observations, key, guidance_weight, goals):
+    return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals)
 
 
 def main_reporting_user_errors(argv):
@@ -301,8 +276,14 @@ def main_reporting_user_errors(argv):
         envs.DatasetFormatError,
         ConfigMismatchError,
         NonFiniteLossError,
+        CheckpointError,
+        DatasetWriteError,
     ) as error:
         sys.exit(f"error: {error}")
+    except OSError as error:  # A full disk while writing config.json, logs or the report.
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        sys.exit(f"error: {error}; free some space and rerun the same command: it resumes from the last checkpoint")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ is qgf's chunked IQL critic (ensemble Q with a Polyak target, expectile value V)
 `act` are qgf's: acting is the flow's Euler integration, plain by default (`estimator="none"`); setting
 `--agent.estimator` / `--agent.best_of_n` adds qgf's test-time guidance on top, at `guidance_weight`.
 
-Batches are those of qgf (see agents/qgf.py).
+Batches are those of qgf (see agents/qgf.py); the whole actor loss (both terms) conditions on
+`actor_goals` when a batch has them, as qgf's behaviour cloning does, and the critic on `goals`.
 """
 
 import jax
@@ -39,7 +40,7 @@ def make_edp(config: ml_collections.ConfigDict) -> Agent:
         return -jnp.mean(q), {"actor/q_mean": jnp.mean(q)}
 
     def policy_loss(policy_params, state: QGFState, batch: Batch, key: jax.Array):
-        observations, goals = batch["observations"], batch.get("goals")
+        observations, goals = batch["observations"], batch.get("actor_goals", batch.get("goals"))
         flat_actions = batch["actions"].reshape(batch["actions"].shape[0], -1)
         bc_key, actor_key = jax.random.split(key)
         bc_loss, bc_metrics = flow_matching_loss(

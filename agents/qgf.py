@@ -9,7 +9,9 @@ Euler step; `config.estimator` selects the gradient estimator (`qgf`, `jacobian`
 
 Batches carry `observations [B, O]`, `actions [B, H, A]`, `rewards [B, H]` (discounted, cumulative),
 `masks [B, H]`, `valid [B, H]`, `next_observations [B, H, O]` and optionally `goals [B, G]` (every
-network then takes the goal as an extra input).
+network then takes the goal as an extra input) and `actor_goals [B, G]`: when present, the velocity
+field's behaviour cloning conditions on these instead (goal-conditioned batches draw the actor's goals
+from their own distribution, as OGBench's agents do), while the critic and value keep `goals`.
 """
 
 import flax
@@ -78,7 +80,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
             batch["valid"],
             key,
             steps,
-            batch.get("goals"),
+            batch.get("actor_goals", batch.get("goals")),
         )
 
     loss_of_policy = policy_loss or behaviour_cloning_loss

@@ -1,4 +1,9 @@
-"""Many update steps per compiled call: batches are sampled on the device inside a `lax.scan`."""
+"""Many update steps per compiled call, for a batch of independent seeds.
+
+Batches are sampled on the device inside a `lax.scan`; the whole chunk is `jax.vmap`ped over a leading
+seed axis of the state and the keys (each seed its own initialisation and data order; the dataset is
+shared), so N seeds train in one compiled call.
+"""
 
 from collections.abc import Callable
 from typing import Any
@@ -10,33 +15,44 @@ import numpy as np
 from agents.agent import Agent
 
 
-def make_train_chunk(agent: Agent, sample_batch: Callable[[Any, jax.Array], dict], steps_per_call: int):
-    """Returns jitted `train_chunk(state, dataset, key) -> (state, mean metrics over the chunk)`.
+def make_train_chunk(
+    agent: Agent,
+    sample_batch: Callable[[Any, jax.Array], dict],
+    steps_per_call: int,
+    constrain_batch: Callable[[dict], dict] = lambda batch: batch,
+):
+    """Returns jitted `train_chunk(states [S], dataset, keys [S]) -> (states, mean metrics [S] over the chunk)`.
 
-    `sample_batch(dataset, key) -> batch` must be pure and jit-able. The incoming state's buffers are
-    donated, so the caller must use the returned state only.
+    `sample_batch(dataset, key) -> batch` must be pure and jit-able; `constrain_batch` may place each batch
+    (e.g. shard it over devices, see scripts.devices). The incoming states' buffers are donated, so the
+    caller must use the returned states only.
     """
 
     def train_chunk(state, dataset, key):
         def step(state, key):
-            return agent.update(state, sample_batch(dataset, key))
+            return agent.update(state, constrain_batch(sample_batch(dataset, key)))
 
         state, metrics = jax.lax.scan(step, state, jax.random.split(key, steps_per_call))
         return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
-    return jax.jit(train_chunk, donate_argnums=0)
+    return jax.jit(jax.vmap(train_chunk, in_axes=(0, None, 0)), donate_argnums=0)
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the state that produced it must not be saved."""
 
 
-def check_finite(metrics: dict, first_step: int, last_step: int, last_saved_step: int | None) -> None:
-    """Raises NonFiniteLossError naming the losses and steps when any metric of a chunk is not finite."""
+def check_finite(metrics: dict, first_step: int, last_step: int, last_saved_step: int | None, seeds=None) -> None:
+    """Raises NonFiniteLossError naming the losses, steps (and seeds, for metrics [S]) when any metric of a
+    chunk is not finite."""
     bad = sorted(name for name, value in metrics.items() if not np.all(np.isfinite(value)))
     if bad:
         kept = f"the checkpoint of step {last_saved_step} is kept" if last_saved_step else "no checkpoint was saved"
+        where = ""
+        if seeds is not None and len(seeds) > 1:
+            bad_seeds = [s for i, s in enumerate(seeds) if not all(np.isfinite(metrics[n][i]) for n in bad)]
+            where = f" of seed(s) {', '.join(map(str, bad_seeds))}"
         raise NonFiniteLossError(
-            f"non-finite {', '.join(bad)} in training steps {first_step + 1}..{last_step}; stopped before saving "
-            f"({kept}); lower --agent.lr or check the dataset for NaNs"
+            f"non-finite {', '.join(bad)}{where} in training steps {first_step + 1}..{last_step}; stopped before "
+            f"saving ({kept}); lower --agent.lr or check the dataset for NaNs"
         )

@@ -177,7 +177,8 @@ def main(argv=None):
     for name, r in results.items():
         r["fraction_of_peak"] = r["gflops"] / peak
         print(
-            f"{name.ljust(width)}  {1e3 * r['seconds_median']:9.2f}  {r['gflops']:8.1f}  {100 * r['fraction_of_peak']:6.1f}"
+            f"{name.ljust(width)}  {1e3 * r['seconds_median']:9.2f}  {r['gflops']:8.1f}  "
+            f"{100 * r['fraction_of_peak']:6.1f}"
         )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -2,7 +2,8 @@
 
 - `generate_dataset` / `python -m envs.generate`: OGBench's manipulation datasets, made offline.
 - `make_env_and_datasets`: env + train / validation numpy datasets (single-task or goal-conditioned).
-- `to_device_dataset`, `sample_chunks`, `sample_goal_chunks`: jit-able action-chunk batches.
+- `to_device_dataset`, `sample_chunks`, `sample_goal_chunks`: jit-able action-chunk batches;
+  `goal_sampler(config, env_name)` binds the latter to an agent config.
 - `evaluate`: batched evaluation rollouts of a chunked policy.
 
 Names are imported on first use (table below), so generation worker processes, which import
@@ -13,6 +14,7 @@ import importlib
 
 _EXPORTS = {
     "DATASET_KEYS": "envs.chunks",
+    "goal_sampler": "envs.chunks",
     "goal_success_fn": "envs.chunks",
     "sample_chunks": "envs.chunks",
     "sample_goal_chunks": "envs.chunks",

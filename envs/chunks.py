@@ -5,7 +5,9 @@
 `masks`) to the device once, with the index arrays the samplers need. The samplers are pure and
 jit-able (batch size and horizon static): a start index t is drawn uniformly over all transitions,
 and chunk step i reads transition t+i, held at the episode's last transition once the episode
-has ended (`valid` says which steps are real).
+has ended (`valid` says which steps are real). `sample_goal_chunks` adds relabelled goals (separate
+ones for the critic and for the velocity field, as OGBench's goal-conditioned agents draw them), and
+`goal_sampler(config, env_name)` binds it to an agent config.
 """
 
 import functools
@@ -80,49 +82,28 @@ def sample_chunks(dataset: dict, key, batch_size: int, horizon: int, discount: f
     }
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "horizon", "success_fn"))
-def sample_goal_chunks(
-    dataset: dict,
-    key,
-    batch_size: int,
-    horizon: int,
-    discount: float,
-    p_cur: float = 0.2,
-    p_traj: float = 0.5,
-    p_rand: float = 0.3,
-    success_fn=None,
-) -> dict:
-    """`sample_chunks`' fields plus `goals` [B,O], with goal rewards and masks.
+def _relabelled_goals(dataset, key, starts, discount, p_cur, p_traj, p_rand, geom_sample: bool):
+    """Goals for the chunks starting at `starts`: (goals [B, O], goal state ids [B]).
 
-    Goals: the start state (p_cur), a state s_{t+k} of the same trajectory with k >= 1 geometric
-    with parameter 1 - discount and capped at the trajectory's final state (p_traj), or a random
-    dataset state (p_rand). Chunk step i is a success when s_{t+i} is the goal state itself (same
-    dataset state) or, if given, when `success_fn(states [..., O], goals [..., O])` holds; its reward
-    is 0 on success else -1 and its mask 0 on success (OGBench's convention), accumulated as in
-    `sample_chunks`.
+    The goal is the start state s_t (probability ∝ p_cur), a later state s_{t+k} of the same trajectory
+    (∝ p_traj), or a random dataset state (∝ p_rand). The trajectory offset k >= 1 is geometric with
+    parameter 1 - discount and capped at the trajectory's final state s_{end+1} (`geom_sample`), or
+    uniform over {1, ..., end + 1 - t}, the whole remaining trajectory. A state's id is its row plus its
+    episode number, which gives each episode's final state its own id (OGBench's compact layout).
     """
+    batch_size = starts.shape[0]
     n = dataset["observations"].shape[0]
-    key_start, key_kind, key_geom, key_rand = jax.random.split(key, 4)
-    starts = jax.random.randint(key_start, (batch_size,), 0, n)
-    rows, valid = _chunk_rows(dataset, starts, horizon)
-    valid = valid.astype(jnp.float32)
+    key_kind, key_offset, key_rand = jax.random.split(key, 3)
     ends = dataset["episode_ends"][starts]
     episode = dataset["episode_ids"][starts]
-
-    # States s_{t+i} of the chunk, and their ids (row + episode number gives each episode's final
-    # state its own id, as in OGBench's compact layout).
-    steps = jnp.arange(horizon)[None, :]
-    state_rows = jnp.minimum(starts[:, None] + steps, ends[:, None] + 1)
-    state_ids = state_rows + episode[:, None]
-    next_rows = jnp.maximum(state_rows - 1, starts[:, None])
-    states = jnp.where(
-        (steps == 0)[..., None], dataset["observations"][starts][:, None], dataset["next_observations"][next_rows]
-    )
-
-    # Goals.
-    offsets = 1 + jnp.floor(jnp.log(jax.random.uniform(key_geom, (batch_size,), minval=1e-12)) / jnp.log(discount))
-    traj_rows = jnp.minimum(starts + offsets.astype(jnp.int32), ends + 1)
-    traj_goals = dataset["next_observations"][traj_rows - 1]
+    if geom_sample:
+        u = jax.random.uniform(key_offset, (batch_size,), minval=1e-12)
+        # Capped at the final state before the int cast; γ = 1 (log 0) gives the final state.
+        geometric = 1 + jnp.floor(jnp.log(u) / jnp.minimum(jnp.log(discount), -1e-30))
+        offsets = jnp.minimum(geometric, (ends + 1 - starts).astype(geometric.dtype)).astype(jnp.int32)
+    else:
+        offsets = jax.random.randint(key_offset, (batch_size,), 1, ends + 2 - starts)
+    traj_rows = jnp.minimum(starts + offsets, ends + 1)  # s_{t+k} = next_observations[t + k - 1]
     rand_rows = jax.random.randint(key_rand, (batch_size,), 0, n)
     u = jax.random.uniform(key_kind, (batch_size,)) * (p_cur + p_traj + p_rand)
     use_cur = u < p_cur
@@ -135,15 +116,63 @@ def sample_goal_chunks(
     goals = jnp.where(
         use_cur[:, None],
         dataset["observations"][starts],
-        jnp.where(use_traj[:, None], traj_goals, dataset["observations"][rand_rows]),
+        jnp.where(use_traj[:, None], dataset["next_observations"][traj_rows - 1], dataset["observations"][rand_rows]),
+    )
+    return goals, goal_ids
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "horizon", "success_fn", "actor_geom_sample"))
+def sample_goal_chunks(
+    dataset: dict,
+    key,
+    batch_size: int,
+    horizon: int,
+    discount: float,
+    p_cur: float = 0.2,
+    p_traj: float = 0.5,
+    p_rand: float = 0.3,
+    success_fn=None,
+    actor_p_cur: float | None = None,
+    actor_p_traj: float | None = None,
+    actor_p_rand: float | None = None,
+    actor_geom_sample: bool = False,
+) -> dict:
+    """`sample_chunks`' fields plus `goals` [B,O] (the critic's and value's), with goal rewards and masks,
+    and `actor_goals` [B,O] (the velocity field's) when the actor's goal probabilities are given.
+
+    Goals (see `_relabelled_goals`): the start state (p_cur), a later state of the same trajectory at a
+    geometric offset (p_traj), or a random dataset state (p_rand). Chunk step i is a success when s_{t+i}
+    is the goal state itself (same dataset state) or, if given, when `success_fn(states [..., O], goals
+    [..., O])` holds; its reward is 0 on success else -1 and its mask 0 on success (OGBench's convention),
+    accumulated as in `sample_chunks`. Actor goals are drawn independently from the same start, with
+    their own probabilities and, unless `actor_geom_sample`, a trajectory offset uniform over the rest of
+    the trajectory; they do not enter the rewards. Without actor probabilities there is no `actor_goals`
+    and every network trains on `goals`.
+    """
+    n = dataset["observations"].shape[0]
+    key_start, key_goal = jax.random.split(key)
+    starts = jax.random.randint(key_start, (batch_size,), 0, n)
+    rows, valid = _chunk_rows(dataset, starts, horizon)
+    valid = valid.astype(jnp.float32)
+    ends = dataset["episode_ends"][starts]
+    episode = dataset["episode_ids"][starts]
+
+    # States s_{t+i} of the chunk and their ids (as the goals' ids in `_relabelled_goals`).
+    steps = jnp.arange(horizon)[None, :]
+    state_rows = jnp.minimum(starts[:, None] + steps, ends[:, None] + 1)
+    state_ids = state_rows + episode[:, None]
+    next_rows = jnp.maximum(state_rows - 1, starts[:, None])
+    states = jnp.where(
+        (steps == 0)[..., None], dataset["observations"][starts][:, None], dataset["next_observations"][next_rows]
     )
 
+    goals, goal_ids = _relabelled_goals(dataset, key_goal, starts, discount, p_cur, p_traj, p_rand, True)
     successes = state_ids == goal_ids[:, None]
     if success_fn is not None:
         successes = successes | success_fn(states, goals[:, None, :])
     successes = successes.astype(jnp.float32)
     rewards, masks = _discounted_returns(successes - 1.0, 1.0 - successes, valid, discount)
-    return {
+    batch = {
         "observations": dataset["observations"][starts],
         "actions": dataset["actions"][rows],
         "rewards": rewards,
@@ -152,6 +181,34 @@ def sample_goal_chunks(
         "next_observations": dataset["next_observations"][rows],
         "goals": goals,
     }
+    actor_probabilities = (actor_p_cur, actor_p_traj, actor_p_rand)
+    if any(p is not None for p in actor_probabilities):
+        if any(p is None for p in actor_probabilities):
+            raise ValueError("give all three of actor_p_cur, actor_p_traj and actor_p_rand, or none")
+        batch["actor_goals"], _ = _relabelled_goals(
+            dataset, jax.random.fold_in(key, 1), starts, discount, *actor_probabilities, actor_geom_sample
+        )
+    return batch
+
+
+def goal_sampler(config, env_name: str):
+    """`sample_goal_chunks` bound to an agent config's batch size, horizon, discount and relabelling
+    probabilities (`p_*` for the critic and value, `actor_*` for the velocity field) and to the task's
+    success test: a function (dataset, key) -> batch."""
+    return functools.partial(
+        sample_goal_chunks,
+        batch_size=config.batch_size,
+        horizon=config.horizon,
+        discount=config.discount,
+        p_cur=config.p_cur,
+        p_traj=config.p_traj,
+        p_rand=config.p_rand,
+        success_fn=goal_success_fn(env_name),
+        actor_p_cur=config.actor_p_cur,
+        actor_p_traj=config.actor_p_traj,
+        actor_p_rand=config.actor_p_rand,
+        actor_geom_sample=config.actor_geom_sample,
+    )
 
 
 # Observation layout of OGBench's manipulation envs (state observations): 19 proprioceptive

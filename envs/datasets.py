@@ -12,6 +12,8 @@ each trajectory), plus `rewards` and `masks` for single-task names.
 
 import glob
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from envs.generate import DEFAULT_DATASET_DIR, generate_command
 from envs.specs import parse_name
 
 REQUIRED_KEYS = ("observations", "actions", "terminals")
+INFO_KEYS = ("qpos", "qvel", "button_states")  # simulator state, read for single-task relabelling
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -48,44 +51,93 @@ def _check_exists(paths, env_name, dataset_dir) -> None:
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise DatasetMissingError(
-            f"Dataset for {env_name} not found: {', '.join(missing)}. Generate it (no download is attempted) with:\n"
-            f"  {generate_command(env_name, dataset_dir)}\n"
-            f"(add --episodes=N --max_episode_steps=M for a small demo dataset), or place OGBench's files there."
+            f"dataset for {env_name} not found: {', '.join(missing)}; generate it (no download is attempted) with "
+            f"`{generate_command(env_name, dataset_dir)}` (add --episodes=N --max_episode_steps=M for a small demo "
+            "dataset), or place OGBench's files there"
         )
 
 
-def validate_file(path: str, env, need_info: bool) -> None:
-    """Check keys and shapes of an OGBench `.npz` file against `env`; raise DatasetFormatError."""
+def _regenerate_hint(path: str, env_name: str | None) -> str:
+    """What to do about a bad dataset file (one line, for error messages)."""
+    command = f" (or run `{generate_command(env_name, os.path.dirname(path) or '.')}`)" if env_name else ""
+    return f"delete it and run again to have it generated anew{command}, or put OGBench's file there"
+
+
+def _one_line(error: BaseException) -> str:
+    name = type(error).__name__
+    if type(error).__module__ not in ("builtins", "numpy"):
+        name = f"{type(error).__module__}.{name}"  # zlib.error, zipfile.BadZipFile
+    return " ".join(f"{name}: {error}".split())
+
+
+# Errors that reading a damaged .npz file raises: a truncated or foreign file (BadZipFile, EOFError,
+# OSError), a damaged member (zlib.error, BadZipFile for a bad CRC), an unreadable array (ValueError).
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error)
+_REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
+
+
+def validate_file(path: str, env, need_info: bool, env_name: str | None = None) -> None:
+    """Check an OGBench `.npz` file against `env`; raise DatasetFormatError naming the file and what to do.
+
+    Checks that the file is a complete, readable archive (every array it is loaded from is read, so a
+    damaged one is found here), then the keys, shapes and dtypes, and that the last row ends an episode.
+    """
+    hint = _regenerate_hint(path, env_name)
+    if not os.path.isfile(path):
+        raise DatasetFormatError(f"{path} is not a file; {hint}")
+    if not os.access(path, os.R_OK):
+        raise DatasetFormatError(f"{path} is not readable (permission denied); fix its permissions")
+    if not zipfile.is_zipfile(path):
+        raise DatasetFormatError(f"{path} is not an .npz archive (truncated, or not a dataset file); {hint}")
     try:
-        file = np.load(path)
-    except Exception as e:  # a truncated or foreign file
-        raise DatasetFormatError(f"{path}: not a readable .npz file ({e}).") from e
-    with file:
-        keys = set(file.files)
-        required = list(REQUIRED_KEYS)
-        if need_info:
-            required.append("qpos")
-            if hasattr(env.unwrapped, "_cur_button_states"):
-                required.append("button_states")
-        missing = [k for k in required if k not in keys]
-        if missing:
-            raise DatasetFormatError(f"{path}: missing keys {missing} (has {sorted(keys)}).")
-        shapes = {k: file[k].shape for k in required}
-    n = shapes["terminals"][0] if len(shapes["terminals"]) == 1 else None
-    if n is None or n < 2:
-        raise DatasetFormatError(f"{path}: terminals must be a vector of at least 2 rows, got {shapes['terminals']}.")
+        with np.load(path, allow_pickle=False) as file:
+            keys = set(file.files)
+            required = list(REQUIRED_KEYS)
+            if need_info:
+                required.append("qpos")
+                if hasattr(env.unwrapped, "_cur_button_states"):
+                    required.append("button_states")
+            missing = [k for k in required if k not in keys]
+            if missing:
+                raise DatasetFormatError(f"{path}: missing keys {missing} (it has {sorted(keys)}); {hint}")
+            optional = [k for k in INFO_KEYS if need_info and k in keys and k not in required]
+            arrays = {k: file[k] for k in required + optional}
+    except DatasetFormatError:
+        raise
+    except _READ_ERRORS as e:
+        raise DatasetFormatError(f"{path} is damaged or not a dataset file ({_one_line(e)}); {hint}") from e
+
+    terminals = arrays["terminals"]
+    if terminals.ndim != 1 or len(terminals) < 2:
+        raise DatasetFormatError(
+            f"{path}: terminals must be a vector of at least 2 rows, got shape {terminals.shape}; {hint}"
+        )
+    n = len(terminals)
+    if terminals.dtype.kind not in "b" + _REAL_KINDS or not np.isin(terminals, (0, 1)).all():
+        raise DatasetFormatError(f"{path}: terminals must hold 0/1 (or booleans), got dtype {terminals.dtype}; {hint}")
+    if not terminals[-1]:
+        raise DatasetFormatError(f"{path}: the last row does not end an episode (terminals[-1] is 0); {hint}")
     ob_dim = env.observation_space.shape[0]
     action_dim = env.action_space.shape[0]
     expected = {"observations": (n, ob_dim), "actions": (n, action_dim)}
     if need_info:
         expected["qpos"] = (n, env.unwrapped._model.nq)
-        if "button_states" in shapes:
+        if "qvel" in arrays:
+            expected["qvel"] = (n, env.unwrapped._model.nv)
+        if "button_states" in arrays:
             expected["button_states"] = (n, env.unwrapped._num_buttons)
     for k, shape in expected.items():
-        if shapes[k] != shape:
+        if arrays[k].shape != shape:
             raise DatasetFormatError(
-                f"{path}: {k} has shape {shapes[k]}, expected {shape} for {env.spec.id} "
-                f"(observation size {ob_dim}, action size {action_dim})."
+                f"{path}: {k} has shape {arrays[k].shape}, expected {shape} for {env.spec.id} "
+                f"(observation size {ob_dim}, action size {action_dim}); {hint}"
+            )
+        kinds = "biu" if k == "button_states" else _REAL_KINDS
+        if arrays[k].dtype.kind not in kinds:
+            raise DatasetFormatError(
+                f"{path}: {k} has dtype {arrays[k].dtype}, expected "
+                + ("integers" if k == "button_states" else "real numbers (float32 in OGBench's files)")
+                + f"; {hint}"
             )
 
 
@@ -95,13 +147,16 @@ def load_file(path: str, env_name: str, env) -> dict:
     from ogbench.utils import load_dataset
 
     parsed = parse_name(env_name)
-    validate_file(path, env, need_info=parsed.singletask)
-    dataset = load_dataset(path, add_info=parsed.singletask)
-    if not np.any(dataset["terminals"][-1:]):
-        raise DatasetFormatError(f"{path}: the last row must end an episode (terminals[-1] is False).")
+    validate_file(path, env, need_info=parsed.singletask, env_name=env_name)
+    try:
+        dataset = load_dataset(path, add_info=parsed.singletask)
+    except _READ_ERRORS as e:  # the file changed since it was validated
+        raise DatasetFormatError(
+            f"{path} is damaged or not a dataset file ({_one_line(e)}); {_regenerate_hint(path, env_name)}"
+        ) from e
     if parsed.singletask:
         relabel_dataset(parsed.env_id, env, dataset)
-        for k in ("qpos", "qvel", "button_states"):
+        for k in INFO_KEYS:
             dataset.pop(k, None)
     return dataset
 
@@ -110,7 +165,7 @@ def slice_paths(directory: str) -> list:
     """Training slices of a directory of `.npz` files (sorted; `-val.npz` files excluded)."""
     paths = sorted(p for p in glob.glob(os.path.join(directory, "*.npz")) if not p.endswith("-val.npz"))
     if not paths:
-        raise DatasetMissingError(f"No .npz slices in {directory}.")
+        raise DatasetMissingError(f"no .npz slices in {directory}; put OGBench's dataset slices there")
     return paths
 
 

@@ -16,11 +16,17 @@ project's loader read the result unchanged:
 
 Each episode draws its randomness from `SeedSequence([seed, episode_index])`, so a file depends
 only on the seed (and, trivially, on nothing else: the worker count does not change it).
+
+Files are written in a locked work directory `<dir>/.<dataset>.partial.*` and renamed into place when
+both are complete; the work directory of a killed generation is removed by the next generation of that
+dataset, and a full disk leaves the existing files as they were (`DatasetWriteError`).
 Usage: `python -m envs.generate --dataset=cube-single-play-v0 [--episodes=N] [--dir=DIR]
 [--seed=S] [--workers=W] [--max_episode_steps=1001]`.
 """
 
 import argparse
+import errno
+import fcntl
 import multiprocessing
 import os
 import queue as queue_lib
@@ -210,9 +216,69 @@ def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue,
             dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(("steps", steps))
         )
         queue.put(("done", worker_id))
+    except OSError as error:
+        if error.errno not in _DISK_FULL_ERRNOS:
+            queue.put(("error", traceback.format_exc()))
+            raise
+        queue.put(("disk full", error.strerror))  # the parent reports it in one line
     except BaseException:
         queue.put(("error", traceback.format_exc()))
         raise
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_WORK_DIR_LOCK = ".lock"
+_LOCKLESS_GRACE_S = 600  # a work dir without a lock file is another run's only in its first instant
+
+
+class DatasetWriteError(OSError):
+    """The disk filled up while writing a dataset; the message names the directory and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _claim_work_dir(dataset_dir: str, dataset_name: str):
+    """A fresh `.<dataset>.partial.*` work directory, locked while this process lives; stale ones removed.
+
+    A generation that was killed leaves its work directory (part files, half-written outputs) behind. Its
+    lock died with it, so the next generation of the same dataset removes it; a work directory whose lock
+    is held belongs to a generation still running (another process) and is left alone.
+    """
+    prefix = f".{dataset_name}.partial."
+    for name in os.listdir(dataset_dir):
+        path = os.path.join(dataset_dir, name)
+        if name.startswith(prefix) and os.path.isdir(path):
+            _remove_if_abandoned(path)
+    work_dir = tempfile.mkdtemp(prefix=prefix, dir=dataset_dir)
+    lock = open(os.path.join(work_dir, _WORK_DIR_LOCK), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return work_dir, lock
+
+
+def _remove_if_abandoned(work_dir: str) -> None:
+    try:
+        lock = open(os.path.join(work_dir, _WORK_DIR_LOCK))
+    except FileNotFoundError:  # killed before it took its lock, or made by an older version
+        if time.time() - os.path.getmtime(work_dir) > _LOCKLESS_GRACE_S:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return
+    except OSError:
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a generation in progress
+            return
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _disk_full_error(dataset_name: str, dataset_dir: str, detail: str) -> DatasetWriteError:
+    return DatasetWriteError(
+        errno.ENOSPC,
+        f"no space left on the disk to write the {dataset_name} dataset into {dataset_dir} ({detail}); the files "
+        "already there are unchanged: free some space (or write it into another directory) and run again",
+    )
 
 
 def _save_compressed(path: str, arrays: dict) -> None:
@@ -287,7 +353,7 @@ def generate_dataset(
     )
 
     os.makedirs(dataset_dir, exist_ok=True)
-    work_dir = tempfile.mkdtemp(prefix=f".{dataset_name}.partial.", dir=dataset_dir)
+    work_dir, lock = _claim_work_dir(dataset_dir, dataset_name)
     bar = _Progress(total, progress, dataset_name)
     try:
         ranges = _split_ranges(total, workers)
@@ -306,13 +372,21 @@ def generate_dataset(
         tmp_val = os.path.join(work_dir, "val.npz")
         _save_compressed(tmp_train, {k: v[:num_train_rows] for k, v in merged.items()})
         _save_compressed(tmp_val, {k: v[num_train_rows:] for k, v in merged.items()})
-        # Rename the validation file first: a run stopped in between leaves no training file, and
-        # a missing training file is what every loader checks.
+        # Both files are complete. Remove an older training file, then rename the validation file, then
+        # the training file: a run stopped in between leaves no training file (what every loader checks,
+        # and what makes main.py generate the pair again), never a new file paired with an old one.
+        if os.path.exists(train_path):
+            os.remove(train_path)
         os.replace(tmp_val, val_path)
         os.replace(tmp_train, train_path)
+    except OSError as error:
+        if error.errno not in _DISK_FULL_ERRNOS or isinstance(error, DatasetWriteError):
+            raise
+        raise _disk_full_error(dataset_name, dataset_dir, error.strerror or str(error)) from error
     finally:
         bar.close()
         shutil.rmtree(work_dir, ignore_errors=True)
+        lock.close()
     elapsed = time.time() - bar.start
     print(
         f"Wrote {train_path} ({num_train_rows} rows) and {val_path} ({len(merged['terminals']) - num_train_rows} "
@@ -350,6 +424,8 @@ def _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar)
                 bar.update(payload)
             elif kind == "done":
                 finished += 1
+            elif kind == "disk full":
+                raise OSError(errno.ENOSPC, payload)
             else:
                 raise RuntimeError(f"A generation worker failed:\n{payload}")
         for p in procs:
@@ -371,15 +447,18 @@ def main(argv=None) -> None:
     parser.add_argument("--max_episode_steps", type=int, default=1001, help="rows per episode (OGBench: 1001)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    generate_dataset(
-        args.dataset,
-        args.dir,
-        episodes=args.episodes,
-        seed=args.seed,
-        workers=args.workers,
-        max_episode_steps=args.max_episode_steps,
-        progress=not args.no_progress,
-    )
+    try:
+        generate_dataset(
+            args.dataset,
+            args.dir,
+            episodes=args.episodes,
+            seed=args.seed,
+            workers=args.workers,
+            max_episode_steps=args.max_episode_steps,
+            progress=not args.no_progress,
+        )
+    except DatasetWriteError as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

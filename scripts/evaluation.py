@@ -1,10 +1,10 @@
-"""A whole guidance-weight sweep evaluated as one batch of episodes.
+"""Whole guidance-weight sweeps of several seeds, evaluated as one batch of episodes.
 
-The batch is laid out weight-major: for weight j, task k (goal-conditioned envs run OGBench's five
-evaluation tasks; single-task envs have one) and episode e, the episode resets with seed `seed + e` and
-task k, so every weight starts from the same initial states. The policy is called on the full, padded
-batch at every decision, so one compiled call serves the whole sweep whatever the number of unfinished
-episodes.
+The batch is laid out seed-major, then weight-major: for seed s, weight j, task k (goal-conditioned envs
+run OGBench's five evaluation tasks; single-task envs have one) and episode e, the episode resets with
+seed `reset_seeds[s] + e` and task k, so every weight of a seed starts from the same initial states. The
+policy is called on the full, padded batch at every decision, so one compiled call serves every seed's
+sweep whatever the number of unfinished episodes.
 """
 
 import contextlib
@@ -93,56 +93,76 @@ def flops_per_decision(act, *args) -> float | None:
     return cache[shapes]
 
 
-def evaluate_sweep(
-    act, state, env_name: str, weights, episodes: int, max_envs: int, key, seed: int, max_steps=None
-) -> tuple:
-    """Runs len(weights) × tasks × episodes episodes together, at most `max_envs` at a time; returns
-    (rows, timing dict).
+def make_sweep_evaluator(act, env_name: str, weights, episodes: int, max_envs: int, max_steps=None):
+    """Returns `evaluate(states, keys, reset_seeds) -> (rows per seed, timing dict)`, which runs
+    S seeds × len(weights) × tasks × episodes episodes together, at most `max_envs` at a time.
 
-    `act(state, observations, key, guidance_weight, goals) -> [N, H, A]` is the agent's (jitted) act;
-    `goals` is None for single-task envs.
+    `act(state, observations, key, guidance_weight, goals) -> [N, H, A]` is one seed's act (`goals` is
+    None for single-task envs); it is vmapped over the leading seed axis of `states` and `keys` [S] and
+    compiled once. Seed s resets its episodes from `reset_seeds[s]`. The batch is seed-major, then
+    weight-major as in the module docstring.
     """
     goal_conditioned = not envs.parse_name(env_name).singletask
     tasks = EVAL_TASKS if goal_conditioned else ("all",)
     per_weight = len(tasks) * episodes
-    total = len(weights) * per_weight
-    weight_per_episode = np.repeat(np.asarray(weights, np.float32), per_weight)
-    position = np.arange(total) % per_weight
-    reset_seeds = seed + position % episodes
-    task_ids = np.asarray(tasks)[position // episodes] if goal_conditioned else None
-    padded = {}
-    decisions = 0
-    policy_seconds = 0.0
+    per_seed = len(weights) * per_weight
+    position = np.arange(per_seed) % per_weight
+    act_seeds = jax.jit(jax.vmap(act))
 
-    def policy_fn(observations, episode_ids, goals=None):
-        nonlocal decisions, policy_seconds
+    def evaluate(states, keys, reset_seeds):
+        num_seeds = len(reset_seeds)
+        total = num_seeds * per_seed
+        weight_per_episode = np.tile(np.repeat(np.asarray(weights, np.float32), per_weight), (num_seeds, 1))
+        episode_seeds = (np.asarray(reset_seeds)[:, None] + position % episodes).reshape(-1)
+        task_ids = np.tile(np.asarray(tasks)[position // episodes], num_seeds) if goal_conditioned else None
+        padded = {}
+        decisions = 0
+        policy_seconds = 0.0
+
+        def policy_fn(observations, episode_ids, goals=None):
+            nonlocal decisions, policy_seconds
+            start = time.perf_counter()
+            for name, value in (("observations", observations), ("goals", goals)):
+                if value is not None:
+                    padded.setdefault(name, np.zeros((total,) + value.shape[1:], np.float32))[episode_ids] = value
+            per_seed_view = jax.tree_util.tree_map(lambda x: x.reshape(num_seeds, per_seed, *x.shape[1:]), padded)
+            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, decisions)
+            actions = act_seeds(
+                states, per_seed_view["observations"], step_keys, weight_per_episode, per_seed_view.get("goals")
+            )
+            decisions += 1
+            actions = np.asarray(actions).reshape(total, *actions.shape[2:])[episode_ids]
+            policy_seconds += time.perf_counter() - start
+            return actions
+
         start = time.perf_counter()
-        for name, value in (("observations", observations), ("goals", goals)):
-            if value is not None:
-                padded.setdefault(name, np.zeros((total,) + value.shape[1:], np.float32))[episode_ids] = value
-        actions = act(
-            state, padded["observations"], jax.random.fold_in(key, decisions), weight_per_episode, padded.get("goals")
+        results = envs.evaluate(
+            policy_fn,
+            env_name,
+            total,
+            reset_seeds=episode_seeds,
+            task_ids=task_ids,
+            max_steps=max_steps,
+            num_envs=max_envs,
         )
-        decisions += 1
-        actions = np.asarray(actions)[episode_ids]
-        policy_seconds += time.perf_counter() - start
-        return actions
+        seconds = time.perf_counter() - start
+        timing = {"eval_seconds": seconds, "policy_seconds": policy_seconds, "env_seconds": seconds - policy_seconds}
+        first_seed = jax.tree_util.tree_map(lambda x: x[0], (states, keys))
+        flops = flops_per_decision(
+            act,
+            first_seed[0],
+            padded["observations"],
+            first_seed[1],
+            weight_per_episode[0],
+            padded.get("goals"),
+        )
+        rows_per_seed = []
+        for s in range(num_seeds):
+            part = slice(s * per_seed, (s + 1) * per_seed)
+            rows = summarize(weights, tasks, episodes, {k: v[part] for k, v in results.items()})
+            for row in rows:
+                row["flops_per_decision"] = flops
+            rows_per_seed.append(rows)
+        return rows_per_seed, timing
 
-    start = time.perf_counter()
-    results = envs.evaluate(
-        policy_fn,
-        env_name,
-        total,
-        seed=seed,
-        reset_seeds=reset_seeds,
-        task_ids=task_ids,
-        max_steps=max_steps,
-        num_envs=max_envs,
-    )
-    seconds = time.perf_counter() - start
-    timing = {"eval_seconds": seconds, "policy_seconds": policy_seconds, "env_seconds": seconds - policy_seconds}
-    rows = summarize(weights, tasks, episodes, results)
-    flops = flops_per_decision(act, state, padded["observations"], key, weight_per_episode, padded.get("goals"))
-    for row in rows:
-        row["flops_per_decision"] = flops
-    return rows, timing
+    return evaluate

@@ -28,17 +28,51 @@ class ConfigMismatchError(ValueError):
     pass
 
 
+_ABSENT = object()
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, current value) of every leaf that differs; `_ABSENT` marks a missing one."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, _ABSENT), current.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differences.append((f"{prefix}{key}", a, b))
+    return differences
+
+
+def _describe(key: str, saved, current) -> str:
+    """`--agent.lr=0.001 (the run has 0.0003)`; other keys by their config.json path."""
+    name = "--agent." + key[len("agent_config.") :] if key.startswith("agent_config.") else key
+
+    def show(value):
+        return "unset" if value is _ABSENT else json.dumps(value)
+
+    return f"{name}={show(current)} (the run has {show(saved)})"
+
+
 def write_config(run_dir: str, config: dict, allow_change: bool = False) -> None:
     """Writes config.json atomically; refuses a run dir that holds a run with another config."""
     path = os.path.join(run_dir, "config.json")
     if os.path.exists(path) and not allow_change:
-        with open(path) as f:
-            existing = json.load(f)
-        changed = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
-        if changed:
+        try:
+            with open(path) as f:
+                existing = json.load(f)
+        except (OSError, ValueError) as e:
             raise ConfigMismatchError(
-                f"{run_dir} holds a run with a different config (differs in: {', '.join(changed)}); "
-                "choose another --run_dir, or pass --allow_config_change to resume into it anyway"
+                f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())}); choose another --run_dir, "
+                "or pass --allow_config_change to overwrite it with this run's config"
+            ) from e
+        changed = config_differences(existing, config)
+        if changed:
+            shown = ", ".join(_describe(*c) for c in changed[:4]) + (
+                f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            )
+            raise ConfigMismatchError(
+                f"{run_dir} holds a run with a different config: {shown}; choose another --run_dir, "
+                "or pass --allow_config_change to resume into it anyway"
             )
     os.makedirs(run_dir, exist_ok=True)
     tmp = path + ".tmp"

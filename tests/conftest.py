@@ -8,8 +8,10 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llv
 # Tests import the project's top-level packages from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import csv  # noqa: E402
 import subprocess  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,14 +46,37 @@ def tiny_dataset_dir(tmp_path_factory):
     return directory
 
 
-def run_main(*flags, timeout=600, check=True):
-    """Runs `python main.py FLAGS` from the repository root; returns the completed process."""
+@pytest.fixture(scope="session")
+def finished_run(tiny_dataset_dir, tmp_path_factory):
+    """A finished tiny main.py run of seed 0 (TINY_RUN_FLAGS), shared by the tests that compare with it."""
+    run_dir = str(tmp_path_factory.mktemp("runs") / "uninterrupted")
+    run_main(f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS)
+    return run_dir
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def final_checkpoint_arrays(run_dir, step):
+    """The leaves of a run's checkpoint of `step`, as numpy arrays."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    restored = ocp.StandardCheckpointer().restore(os.path.join(run_dir, "checkpoints", str(step), "default"))
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(restored)]
+
+
+def run_main(*flags, timeout=600, check=True, extra_env=None):
+    """Runs `python main.py FLAGS` from the repository root (with `extra_env` set); returns the process."""
     process = subprocess.run(
         [sys.executable, os.path.join(ROOT, "main.py"), *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(extra_env or {})},
     )
     if check and process.returncode != 0:
         raise AssertionError(

@@ -132,3 +132,81 @@ def test_goal_success_fn_on_cube_observations():
     near[19 + 9 : 22 + 9] = [0.0, 0.2, 0.2]
     far[19 + 9] = 0.5  # second cube 0.05 m away
     np.testing.assert_array_equal(success(np.stack([near, far, goal]), goal), [True, False, True])
+
+
+def _actor_goal_batch(dataset, actor_p_cur, actor_p_traj, actor_p_rand, batch_size=256, seed=0, **kwargs):
+    return jax.device_get(
+        envs.sample_goal_chunks(
+            dataset,
+            jax.random.PRNGKey(seed),
+            batch_size,
+            3,
+            GOAL_DISCOUNT,
+            **kwargs,
+            actor_p_cur=actor_p_cur,
+            actor_p_traj=actor_p_traj,
+            actor_p_rand=actor_p_rand,
+            actor_geom_sample=False,
+        )
+    )
+
+
+def _trajectory_offsets(batch, field, end_of):
+    """Offsets k of goals s_{t+k} = next_observations[t+k-1] of the start's own trajectory, with each start's
+    remaining length end + 1 - t; fails if a goal lies outside [s_{t+1}, s_{end+1}]."""
+    starts = batch["observations"][:, 0].astype(int)
+    assert np.all(batch[field][:, 1] == 1.0)  # `next_observations` rows: later states, never s_t itself
+    offsets = batch[field][:, 0] - 0.5 - starts + 1
+    remaining = np.array([end_of(t) + 1 - t for t in starts])
+    assert np.all((offsets >= 1) & (offsets <= remaining)), (starts, offsets)
+    return starts, offsets, remaining
+
+
+def test_goal_chunks_without_actor_probabilities_have_no_actor_goals(device_dataset):
+    assert "actor_goals" not in _goal_batch(device_dataset, 0.2, 0.5, 0.3)
+
+
+def test_actor_trajectory_goals_cover_the_whole_rest_of_the_trajectory(device_dataset):
+    # Value goals are all the start state, so rewards and masks stay those of `goals`, not of the actor's.
+    batch = _actor_goal_batch(device_dataset, 0.0, 1.0, 0.0, p_cur=1.0, p_traj=0.0, p_rand=0.0)
+    np.testing.assert_array_equal(batch["goals"], batch["observations"])
+    np.testing.assert_array_equal(batch["rewards"], 0.0)
+    starts, offsets, _ = _trajectory_offsets(batch, "actor_goals", lambda t: 2 if t <= 2 else 6)
+    for t, remaining in [(0, 3), (3, 4)]:  # every offset 1..remaining is drawn
+        assert set(offsets[starts == t]) == set(range(1, remaining + 1)), t
+
+
+def test_actor_trajectory_goals_are_uniform_not_geometric():
+    # One trajectory of 200 transitions: the offset k of start t is uniform on {1, ..., 200 - t}, so
+    # (k - 1/2) / (200 - t) is close to uniform on (0, 1). A geometric offset (here mean 2.5) fails this.
+    n = 200
+    long_episode = {
+        "observations": np.stack([np.arange(n), np.zeros(n)], 1).astype(np.float32),
+        "next_observations": np.stack([np.arange(n) + 0.5, np.ones(n)], 1).astype(np.float32),
+        "actions": np.zeros((n, 2), np.float32),
+        "terminals": np.eye(n, dtype=np.float32)[-1],
+    }
+    batch = _actor_goal_batch(envs.to_device_dataset(long_episode), 0.0, 1.0, 0.0, batch_size=4096)
+    _, offsets, remaining = _trajectory_offsets(batch, "actor_goals", lambda t: n - 1)
+    fractions = (offsets - 0.5) / remaining
+    assert abs(fractions.mean() - 0.5) < 0.03, fractions.mean()
+    quarters = np.histogram(fractions, bins=4, range=(0, 1))[0] / len(fractions)
+    np.testing.assert_allclose(quarters, 0.25, atol=0.03)
+
+
+def test_actor_current_state_goals(device_dataset):
+    batch = _actor_goal_batch(device_dataset, 1.0, 0.0, 0.0, p_cur=0.0, p_traj=1.0, p_rand=0.0)
+    np.testing.assert_array_equal(batch["actor_goals"], batch["observations"])
+    assert not np.array_equal(batch["goals"], batch["observations"])  # the value goals are drawn apart
+
+
+def test_goal_sampler_binds_the_agent_config():
+    import configs
+
+    config = configs.get_config("gcqgf", "demo")
+    sample = envs.goal_sampler(config, "cube-double-play-v0")
+    assert sample.func is envs.sample_goal_chunks
+    expected = {name: config[name] for name in ("batch_size", "horizon", "discount", "p_cur", "p_traj", "p_rand")}
+    expected.update(actor_p_cur=0.0, actor_p_traj=1.0, actor_p_rand=0.0, actor_geom_sample=False)
+    expected["success_fn"] = envs.goal_success_fn("cube-double-play-v0")
+    assert sample.keywords == expected

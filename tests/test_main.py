@@ -1,6 +1,5 @@
 """End-to-end runs of main.py with tiny sizes: artifacts, resumption after a kill, and --eval_only."""
 
-import csv
 import json
 import os
 import signal
@@ -9,27 +8,8 @@ import sys
 import time
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK, run_main
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def final_checkpoint_arrays(run_dir, step):
-    restored = ocp.StandardCheckpointer().restore(os.path.join(run_dir, "checkpoints", str(step), "default"))
-    leaves, _ = __import__("jax").tree_util.tree_flatten(restored)
-    return [np.asarray(x) for x in leaves]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_dataset_dir, tmp_path_factory):
-    run_dir = str(tmp_path_factory.mktemp("runs") / "uninterrupted")
-    run_main(f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS)
-    return run_dir
+from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK, final_checkpoint_arrays, read_csv, run_main
 
 
 def test_a_tiny_run_leaves_every_artifact(finished_run):

@@ -149,3 +149,47 @@ def test_registry_builds_every_agent_and_rejects_unknown_names():
         agents.make("qfg", configs.get_config("qgf"))
     with pytest.raises(ValueError, match="unknown preset"):
         configs.get_config("qgf", "papre")
+
+
+@pytest.mark.parametrize("agent_name", ["gcqgf", "edp"])
+def test_actor_goals_condition_the_policy_loss_only(agent_name):
+    """The velocity field's loss reads `actor_goals` (falling back to `goals`); the critic and value read `goals`."""
+    config = configs.get_config(agent_name)
+    config.update(actor_hidden_dims=(16,), critic_hidden_dims=(16,), horizon=2)
+    agent = agents.make(agent_name, config)
+    batch = closed_form_batch(jax.random.PRNGKey(0), batch_size=8)
+    goals = jax.random.normal(jax.random.PRNGKey(1), (8, 2))
+    other_goals = jax.random.normal(jax.random.PRNGKey(2), (8, 2))
+    state = jax.jit(agent.init)(jax.random.PRNGKey(0), dict(batch, goals=goals))
+    jitted = jax.jit(agent.validate)  # the same key every call: metrics differ only through the batch
+
+    def validate(state, batch):
+        return {name: float(value) for name, value in jitted(state, batch).items()}
+
+    base = validate(state, dict(batch, goals=goals, actor_goals=goals))
+    assert validate(state, dict(batch, goals=goals)) == pytest.approx(base)  # no actor_goals: `goals`
+    actor_changed = validate(state, dict(batch, goals=goals, actor_goals=other_goals))
+    critic_changed = validate(state, dict(batch, goals=other_goals, actor_goals=goals))
+    for name in ("critic/loss", "value/loss"):
+        assert actor_changed[name] == base[name] and critic_changed[name] != base[name], name
+    assert actor_changed["policy/bc_loss"] != base["policy/bc_loss"]
+    assert critic_changed["policy/bc_loss"] == base["policy/bc_loss"]
+
+
+def test_goal_conditioned_presets_keep_ogbench_relabelling():
+    relabelling = dict(p_cur=0.2, p_traj=0.5, p_rand=0.3, actor_p_cur=0.0, actor_p_traj=1.0, actor_p_rand=0.0)
+    for preset in ("default", "paper", "demo", "scene", "puzzle-4x4", "cube-triple+size-0.8m"):
+        config = configs.get_config("gcqgf", preset)
+        assert config.goal_conditioned and config.discount == 0.99 and not config.actor_geom_sample, preset
+        assert {name: config[name] for name in relabelling} == relabelling, preset
+        assert config.guidance_weights == configs.GOAL_CONDITIONED_GUIDANCE_WEIGHTS, preset
+    assert configs.get_config("gcqgf", "puzzle-4x4").batch_size == 1024
+    assert configs.get_config("qgf", "paper").discount == 0.999  # single-task presets unchanged
+    assert configs.get_config("qgf", "scene").guidance_weights == configs.PAPER_GUIDANCE_WEIGHTS
+    run_env = {preset: configs.get_run_config(preset, "gcqgf").env_name for preset in ("scene", "size-0.8m+puzzle-4x5")}
+    assert run_env == {"scene": "scene-play-v0", "size-0.8m+puzzle-4x5": "puzzle-4x5-play-v0"}
+    assert configs.get_run_config("paper", "gcqgf").env_name == configs.DEFAULT_GOAL_CONDITIONED_ENV
+    bad = configs.get_config("gcqgf", "paper")
+    bad.actor_p_traj = -1.0
+    with pytest.raises(configs.ConfigError, match="actor_p_cur/actor_p_traj/actor_p_rand=0.0/-1.0/0.0"):
+        configs.check_config(bad, bad.guidance_weights)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench import throughput
 
 
@@ -24,3 +26,17 @@ def test_quick_run_writes_positive_figures(tmp_path):
         xla = figure[f"flops_per_{unit}_xla"]
         if xla is not None:
             assert 0.5 < xla / figure[f"flops_per_{unit}_analytic"] < 2.0
+
+
+def test_seeds_bench_reports_both_ways_of_running_seeds(tmp_path):
+    from bench import seeds
+
+    out = tmp_path / "seeds.json"
+    result = seeds.main(
+        ["--seeds=2", "--hidden-dims=8", "--batch-size=8", "--steps-per-call=2", "--repeats=1", f"--out={out}"]
+    )
+    assert json.loads(out.read_text()) == result
+    assert result["vmapped_seed_steps_per_s"] > 0 and result["sequential_seed_steps_per_s"] > 0
+    assert result["vmapped_over_sequential"] == pytest.approx(
+        result["vmapped_seed_steps_per_s"] / result["sequential_seed_steps_per_s"]
+    )

@@ -1,0 +1,106 @@
+"""Seeds·steps/s of N seeds vmapped in one compiled call against N seeds run one after another, and of the
+same work on 1 against 2 (forced) CPU devices.
+
+    python -m bench.seeds                                  # 8 seeds, 512×4 networks, batch 256
+    python -m bench.seeds --hidden-dims=64,64 --batch-size=64
+    python -m bench.seeds --devices=2                      # the same, in a process with 2 forced CPU devices
+
+Updates run through `agents.training.make_train_chunk`, the loop `main.py` runs, on a fixed random batch
+(throughput does not depend on the values). "Sequential" is the same compiled chunk with one seed, called
+once per seed. With several devices the vmapped seeds are sharded over them (scripts.devices), and the one
+seed of the sequential runs has its batch sharded (data parallel). Each figure is the median over repeats.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--hidden-dims", default="512,512,512,512")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--obs-dim", type=int, default=40)
+    parser.add_argument("--action-dim", type=int, default=5)
+    parser.add_argument("--steps-per-call", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--devices", type=int, default=1, help="forced CPU devices (a subprocess sets XLA_FLAGS)")
+    parser.add_argument("--out", default=None, help="JSON file of the figures")
+    return parser.parse_args(argv)
+
+
+def measure(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    import agents
+    import configs
+    from agents.training import make_train_chunk
+    from bench.throughput import fake_batch
+    from scripts.devices import placement
+
+    config = configs.get_config("qgf")
+    dims = tuple(int(d) for d in args.hidden_dims.split(","))
+    config.update(actor_hidden_dims=dims, critic_hidden_dims=dims, batch_size=args.batch_size)
+    agent = agents.make("qgf", config)
+    batch = fake_batch(0, args.batch_size, args.obs_dim, config.horizon, args.action_dim)
+
+    def figure(num_seeds: int) -> float:
+        """Seconds of one chunk of `steps_per_call` updates of `num_seeds` seeds, placed as main.py does."""
+        where = placement(num_seeds, args.batch_size)
+        data = where.put_replicated(batch)
+        chunk = make_train_chunk(agent, lambda dataset, key: dataset, args.steps_per_call, where.constrain_batch)
+        keys = where.put_seeds(jax.random.split(jax.random.key(0), num_seeds))
+        # Distinct buffers per leaf: init shares the critic's with the target critic, and the chunk donates.
+        states = jax.tree_util.tree_map(jnp.copy, jax.jit(jax.vmap(lambda k: agent.init(k, batch)))(keys))
+        states = where.put_seeds(states)
+        times = []
+        for i in range(args.repeats + 1):  # The first call compiles.
+            start = time.perf_counter()
+            states, metrics = chunk(states, data, keys)
+            jax.block_until_ready((states, metrics))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    vmapped = figure(args.seeds)
+    sequential = args.seeds * figure(1)
+    steps = args.seeds * args.steps_per_call
+    return {
+        "command": "python -m bench.seeds " + " ".join(sys.argv[1:]),
+        "devices": len(jax.devices()),
+        "seeds": args.seeds,
+        "hidden_dims": list(dims),
+        "batch_size": args.batch_size,
+        "vmapped_seed_steps_per_s": steps / vmapped,
+        "sequential_seed_steps_per_s": steps / sequential,
+        "vmapped_over_sequential": sequential / vmapped,
+    }
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.devices > 1 and f"device_count={args.devices}" not in os.environ.get("XLA_FLAGS", ""):
+        flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
+        command = [sys.executable, "-m", "bench.seeds", *(sys.argv[1:] if argv is None else argv)]
+        subprocess.run(command, env={**os.environ, "XLA_FLAGS": flags}, check=True)
+        return {}
+    result = measure(args)
+    print(
+        f"{result['seeds']} seeds, {result['hidden_dims']} networks, batch {result['batch_size']}, "
+        f"{result['devices']} device(s): vmapped {result['vmapped_seed_steps_per_s']:.1f} seed·steps/s, "
+        f"sequential {result['sequential_seed_steps_per_s']:.1f} seed·steps/s, "
+        f"ratio {result['vmapped_over_sequential']:.2f}"
+    )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

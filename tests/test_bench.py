@@ -40,3 +40,12 @@ def test_seeds_bench_reports_both_ways_of_running_seeds(tmp_path):
     assert result["vmapped_over_sequential"] == pytest.approx(
         result["vmapped_seed_steps_per_s"] / result["sequential_seed_steps_per_s"]
     )
+
+
+def test_eval_sweep_bench_splits_its_time():
+    from bench import eval_sweep
+
+    result = eval_sweep.main(["--weights=0,0.1", "--episodes=1", "--hidden-dims=8", "--max-steps=5"])
+    assert result["weights"] == 2 and result["mean_episode_length"] == 5
+    assert 0 < result["policy_seconds"] < result["eval_seconds"]
+    assert result["env_seconds"] == pytest.approx(result["eval_seconds"] - result["policy_seconds"])

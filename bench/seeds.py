@@ -60,7 +60,7 @@ def measure(args) -> dict:
         states = jax.tree_util.tree_map(jnp.copy, jax.jit(jax.vmap(lambda k: agent.init(k, batch)))(keys))
         states = where.put_seeds(states)
         times = []
-        for i in range(args.repeats + 1):  # The first call compiles.
+        for _ in range(args.repeats + 1):  # The first call compiles.
             start = time.perf_counter()
             states, metrics = chunk(states, data, keys)
             jax.block_until_ready((states, metrics))

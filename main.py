@@ -25,7 +25,7 @@ from tqdm import tqdm
 import agents
 import configs
 import envs
-from agents.training import NonFiniteLossError, check_finite, make_train_chunk
+from agents.training import NonFiniteLossError, check_finite, make_train_chunk, over_seeds
 from envs.generate import DatasetWriteError
 from scripts.checkpoints import CheckpointError
 from scripts.devices import placement
@@ -173,7 +173,7 @@ def main(_):
     # Each seed's keys are those of a run of that seed alone, so seeds trained together equal separate runs.
     keys = np.stack([jax.random.split(jax.random.PRNGKey(seed), 4) for seed in seeds], axis=1)
     init_keys, data_keys, val_keys, eval_keys = (where.put_seeds(k) for k in keys)
-    init = jax.vmap(lambda key, data_key: agent.init(key, sample(dataset, data_key)))
+    init = over_seeds(lambda key, data_key: agent.init(key, sample(dataset, data_key)))
     states = where.put_seeds(jax.jit(init)(init_keys, data_keys))
     runs = SeedRuns(train_dirs, out_dirs)
     step = runs.resume_step()
@@ -224,7 +224,7 @@ def main(_):
                 f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
             )
     train_chunk = make_train_chunk(agent, sample, run.steps_per_call, where.constrain_batch)
-    validate = jax.jit(jax.vmap(lambda state, key: agent.validate(state, sample(val_dataset, key))))
+    validate = jax.jit(over_seeds(lambda state, key: agent.validate(state, sample(val_dataset, key))))
     fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     clock["train"], last = 0.0, (time.perf_counter(), step)
     bar = tqdm(total=run.train_steps, initial=step, disable=not FLAGS.progress, unit="step", dynamic_ncols=True)

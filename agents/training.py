@@ -35,7 +35,32 @@ def make_train_chunk(
         state, metrics = jax.lax.scan(step, state, jax.random.split(key, steps_per_call))
         return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
-    return jax.jit(jax.vmap(train_chunk, in_axes=(0, None, 0)), donate_argnums=0)
+    return jax.jit(over_seeds(train_chunk, in_axes=(0, None, 0)), donate_argnums=0)
+
+
+def over_seeds(fn: Callable, in_axes=0) -> Callable:
+    """`jax.vmap(fn, in_axes)` over a leading seed axis, except that a single seed calls `fn` on its slice:
+    with a batch axis of size 1 XLA's CPU matmuls ran about 30 % slower here (38 against 53 update steps/s
+    at 256×3, batch 256) than the same update unbatched."""
+    batched = jax.vmap(fn, in_axes=in_axes)
+
+    def call(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        sizes = {
+            x.shape[axis]
+            for arg, axis in zip(args, axes, strict=True)
+            if axis is not None
+            for x in jax.tree_util.tree_leaves(arg)
+        }
+        if sizes != {1}:
+            return batched(*args)
+        sliced = [
+            arg if axis is None else jax.tree_util.tree_map(lambda x: x[0], arg)
+            for arg, axis in zip(args, axes, strict=True)
+        ]
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], fn(*sliced))
+
+    return call
 
 
 class NonFiniteLossError(RuntimeError):

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 import envs
+from agents.training import over_seeds
 from bench.throughput import xla_flops
 
 EVAL_TASKS = (1, 2, 3, 4, 5)  # OGBench's evaluation goals of a goal-conditioned env
@@ -107,7 +108,7 @@ def make_sweep_evaluator(act, env_name: str, weights, episodes: int, max_envs: i
     per_weight = len(tasks) * episodes
     per_seed = len(weights) * per_weight
     position = np.arange(per_seed) % per_weight
-    act_seeds = jax.jit(jax.vmap(act))
+    act_seeds = jax.jit(over_seeds(act))
 
     def evaluate(states, keys, reset_seeds):
         num_seeds = len(reset_seeds)

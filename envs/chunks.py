@@ -54,6 +54,18 @@ def _chunk_rows(dataset, starts, horizon):
     return jnp.minimum(raw, ends), raw <= ends
 
 
+def _chunk_batch(dataset, starts, rows, rewards, masks, valid) -> dict:
+    """The fields every chunk batch has, read at the chunk's start and rows."""
+    return {
+        "observations": dataset["observations"][starts],
+        "actions": dataset["actions"][rows],
+        "rewards": rewards,
+        "masks": masks,
+        "valid": valid,
+        "next_observations": dataset["next_observations"][rows],
+    }
+
+
 def _discounted_returns(step_rewards, step_masks, valid, discount):
     """Running masks (min over j <= i) and rewards sum_{j<=i} gamma^j r_j while valid and not yet cut."""
     horizon = step_rewards.shape[1]
@@ -72,14 +84,7 @@ def sample_chunks(dataset: dict, key, batch_size: int, horizon: int, discount: f
     rows, valid = _chunk_rows(dataset, starts, horizon)
     valid = valid.astype(jnp.float32)
     rewards, masks = _discounted_returns(dataset["rewards"][rows], dataset["masks"][rows], valid, discount)
-    return {
-        "observations": dataset["observations"][starts],
-        "actions": dataset["actions"][rows],
-        "rewards": rewards,
-        "masks": masks,
-        "valid": valid,
-        "next_observations": dataset["next_observations"][rows],
-    }
+    return _chunk_batch(dataset, starts, rows, rewards, masks, valid)
 
 
 def _relabelled_goals(dataset, key, starts, discount, p_cur, p_traj, p_rand, geom_sample: bool):
@@ -172,15 +177,7 @@ def sample_goal_chunks(
         successes = successes | success_fn(states, goals[:, None, :])
     successes = successes.astype(jnp.float32)
     rewards, masks = _discounted_returns(successes - 1.0, 1.0 - successes, valid, discount)
-    batch = {
-        "observations": dataset["observations"][starts],
-        "actions": dataset["actions"][rows],
-        "rewards": rewards,
-        "masks": masks,
-        "valid": valid,
-        "next_observations": dataset["next_observations"][rows],
-        "goals": goals,
-    }
+    batch = {**_chunk_batch(dataset, starts, rows, rewards, masks, valid), "goals": goals}
     actor_probabilities = (actor_p_cur, actor_p_traj, actor_p_rand)
     if any(p is not None for p in actor_probabilities):
         if any(p is None for p in actor_probabilities):

@@ -36,10 +36,11 @@ def test_seeds_bench_reports_both_ways_of_running_seeds(tmp_path):
         ["--seeds=2", "--hidden-dims=8", "--batch-size=8", "--steps-per-call=2", "--repeats=1", f"--out={out}"]
     )
     assert json.loads(out.read_text()) == result
-    assert result["vmapped_seed_steps_per_s"] > 0 and result["sequential_seed_steps_per_s"] > 0
-    assert result["vmapped_over_sequential"] == pytest.approx(
-        result["vmapped_seed_steps_per_s"] / result["sequential_seed_steps_per_s"]
-    )
+    for way in ("vmapped", "mapped"):
+        assert result[f"{way}_seed_steps_per_s"] > 0 and result["sequential_seed_steps_per_s"] > 0
+        assert result[f"{way}_over_sequential"] == pytest.approx(
+            result[f"{way}_seed_steps_per_s"] / result["sequential_seed_steps_per_s"]
+        )
 
 
 def test_eval_sweep_bench_splits_its_time():
@@ -49,3 +50,42 @@ def test_eval_sweep_bench_splits_its_time():
     assert result["weights"] == 2 and result["mean_episode_length"] == 5
     assert 0 < result["policy_seconds"] < result["eval_seconds"]
     assert result["env_seconds"] == pytest.approx(result["eval_seconds"] - result["policy_seconds"])
+
+
+@pytest.mark.parametrize("what", ["update", "chunk", "act"])
+def test_profile_puts_every_op_in_one_class(tmp_path, what):
+    from bench import profile
+
+    result = profile.main(["--quick", f"--what={what}", f"--trace-dir={tmp_path / 'trace'}"])
+    classes = result["classes_ms_per_step"]
+    assert set(classes) == set(profile.CLASSES)
+    assert sum(classes.values()) == pytest.approx(result["op_ms_per_step"])
+    assert classes["matmuls"] > 0 and classes["network elementwise"] > 0
+    assert (classes["sampler"] > 0) == (what == "chunk")  # only the chunk samples batches
+    assert result["wall_ms_per_step"] > 0
+
+
+def test_profile_classifies_hlo_instructions():
+    from bench.profile import classify, hlo_instructions
+
+    hlo = "\n".join(
+        [
+            '  %ynn_fusion.3 = f32[4,8]{1,0} fusion(%a, %b), kind=kCustom, calls=%f, metadata={op_name="jit(u)/Dense_0/'
+            'dot_general"}, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}',
+            '  %add_tanh_fusion = f32[4,8]{1,0} fusion(%c), kind=kLoop, calls=%g, metadata={op_name="jit(u)/jvp(Critic)'
+            '/vmap(VmapMLP_0)/tanh"}',
+            "  %copy.7 = f32[8,8]{1,0} copy(%d)",
+            '  %gather_fusion = f32[4,5]{1,0} fusion(%e), kind=kLoop, calls=%h, metadata={op_name="jit(c)/while/body/'
+            'jit(sample_chunks)/gather"}',
+            '  %multiply_add_fusion.2 = f32[8,8]{1,0} fusion(%p, %q), kind=kLoop, calls=%i, metadata={op_name="jit(u)/'
+            'while/body/add"}',
+        ]
+    )
+    instructions = hlo_instructions(hlo)
+    assert [classify(name, instructions) for name in instructions] == [
+        "matmuls",
+        "network elementwise",
+        "copies and transposes",
+        "sampler",
+        "optimizer, target, loss and rest",
+    ]

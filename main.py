@@ -28,7 +28,7 @@ import envs
 from agents.training import NonFiniteLossError, check_finite, make_train_chunk, over_seeds
 from envs.generate import DatasetWriteError
 from scripts.checkpoints import CheckpointError
-from scripts.devices import placement
+from scripts.devices import placement, seed_batching
 from scripts.evaluation import make_sweep_evaluator
 from scripts.report import write_report
 from scripts.run_data import check_agent_fits_task, check_data_fits, load_data, make_sampler
@@ -44,7 +44,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "OGBench task name; default: the preset's task.")
 flags.DEFINE_string("preset", None, "A configs.PRESETS name; default: 'demo' without --env, 'paper' with it.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and evaluation noise.")
-flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one process (vmapped), one run dir each.")
+flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one process, one run dir each.")
+flags.DEFINE_string(
+    "seed_batching", "auto", "How --num_seeds share a call: vmap, map (one after another), auto (map on one CPU)."
+)
 for _name in ("train_steps", "steps_per_call", "log_every", "eval_every", "save_every", "eval_episodes"):
     flags.DEFINE_integer(_name, None, f"Overrides the preset's run setting `{_name}`.")
 flags.DEFINE_list("guidance_weights", None, "Guidance weights evaluated in one batch; default: the config's.")
@@ -120,6 +123,7 @@ def main(_):
             saved = json.load(f)
     if FLAGS.num_seeds < 1:
         raise configs.ConfigError(f"--num_seeds={FLAGS.num_seeds} must be at least 1")
+    batching = seed_batching(FLAGS.seed_batching)
     preset = saved["preset"] if saved else FLAGS.preset or ("demo" if FLAGS.env is None else "paper")
     config = resolved_agent_config(AGENT_NAME, preset, saved["agent_config"] if saved else None)
     run = configs.get_run_config(preset, AGENT_NAME)
@@ -158,7 +162,8 @@ def main(_):
     where = placement(len(seeds), config.batch_size)
     print(
         f"{AGENT_NAME} on {env_name}, preset '{preset}', seed(s) {', '.join(map(str, seeds))} on "
-        f"{where.description}; run dir(s) {', '.join(out_dirs)}",
+        f"{where.description}{' (seeds mapped one after another)' if len(seeds) > 1 and batching == 'map' else ''}; "
+        f"run dir(s) {', '.join(out_dirs)}",
         flush=True,
     )
 
@@ -173,7 +178,7 @@ def main(_):
     # Each seed's keys are those of a run of that seed alone, so seeds trained together equal separate runs.
     keys = np.stack([jax.random.split(jax.random.PRNGKey(seed), 4) for seed in seeds], axis=1)
     init_keys, data_keys, val_keys, eval_keys = (where.put_seeds(k) for k in keys)
-    init = over_seeds(lambda key, data_key: agent.init(key, sample(dataset, data_key)))
+    init = over_seeds(lambda key, data_key: agent.init(key, sample(dataset, data_key)), batching=batching)
     states = where.put_seeds(jax.jit(init)(init_keys, data_keys))
     runs = SeedRuns(train_dirs, out_dirs)
     step = runs.resume_step()
@@ -184,7 +189,9 @@ def main(_):
         raise configs.ConfigError(f"{FLAGS.restore} has no checkpoint to evaluate; train it first")
     runs.open_logs(step, train=not saved)
     act = functools.partial(act_with_weights, agent)
-    evaluate_seeds = make_sweep_evaluator(act, env_name, weights, run.eval_episodes, run.eval_envs)
+    evaluate_seeds = make_sweep_evaluator(
+        act, env_name, weights, run.eval_episodes, run.eval_envs, seed_batching=batching
+    )
 
     def evaluate(step):
         eval_step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, step)
@@ -223,8 +230,10 @@ def main(_):
             raise configs.ConfigError(
                 f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
             )
-    train_chunk = make_train_chunk(agent, sample, run.steps_per_call, where.constrain_batch)
-    validate = jax.jit(over_seeds(lambda state, key: agent.validate(state, sample(val_dataset, key))))
+    train_chunk = make_train_chunk(agent, sample, run.steps_per_call, where.constrain_batch, batching)
+    validate = jax.jit(
+        over_seeds(lambda state, key: agent.validate(state, sample(val_dataset, key)), batching=batching)
+    )
     fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     clock["train"], last = 0.0, (time.perf_counter(), step)
     bar = tqdm(total=run.train_steps, initial=step, disable=not FLAGS.progress, unit="step", dynamic_ncols=True)

@@ -1,5 +1,5 @@
-"""Seeds·steps/s of N seeds vmapped in one compiled call against N seeds run one after another, and of the
-same work on 1 against 2 (forced) CPU devices.
+"""Seeds·steps/s of N seeds in one compiled call, vmapped or mapped (agents.training.over_seeds), against N
+seeds run one after another, and of the same work on 1 against 2 (forced) CPU devices.
 
     python -m bench.seeds                                  # 8 seeds, 512×4 networks, batch 256
     python -m bench.seeds --hidden-dims=64,64 --batch-size=64
@@ -7,8 +7,9 @@ same work on 1 against 2 (forced) CPU devices.
 
 Updates run through `agents.training.make_train_chunk`, the loop `main.py` runs, on a fixed random batch
 (throughput does not depend on the values). "Sequential" is the same compiled chunk with one seed, called
-once per seed. With several devices the vmapped seeds are sharded over them (scripts.devices), and the one
-seed of the sequential runs has its batch sharded (data parallel). Each figure is the median over repeats.
+once per seed; the three are timed round-robin. With several devices the seeds are sharded over them
+(scripts.devices), and the one seed of the sequential runs has its batch sharded (data parallel). Each
+figure is the median over repeats.
 """
 
 import argparse
@@ -50,25 +51,38 @@ def measure(args) -> dict:
     agent = agents.make("qgf", config)
     batch = fake_batch(0, args.batch_size, args.obs_dim, config.horizon, args.action_dim)
 
-    def figure(num_seeds: int) -> float:
-        """Seconds of one chunk of `steps_per_call` updates of `num_seeds` seeds, placed as main.py does."""
+    def timed_call(num_seeds: int, batching: str):
+        """A blocking call of one chunk of `steps_per_call` updates of `num_seeds` seeds, placed as main.py does."""
         where = placement(num_seeds, args.batch_size)
         data = where.put_replicated(batch)
-        chunk = make_train_chunk(agent, lambda dataset, key: dataset, args.steps_per_call, where.constrain_batch)
+        chunk = make_train_chunk(
+            agent, lambda dataset, key: dataset, args.steps_per_call, where.constrain_batch, batching
+        )
         keys = where.put_seeds(jax.random.split(jax.random.key(0), num_seeds))
         # Distinct buffers per leaf: init shares the critic's with the target critic, and the chunk donates.
         states = jax.tree_util.tree_map(jnp.copy, jax.jit(jax.vmap(lambda k: agent.init(k, batch)))(keys))
-        states = where.put_seeds(states)
-        times = []
-        for _ in range(args.repeats + 1):  # The first call compiles.
-            start = time.perf_counter()
-            states, metrics = chunk(states, data, keys)
-            jax.block_until_ready((states, metrics))
-            times.append(time.perf_counter() - start)
-        return statistics.median(times[1:])
+        holder = [where.put_seeds(states)]
 
-    vmapped = figure(args.seeds)
-    sequential = args.seeds * figure(1)
+        def call():
+            holder[0], metrics = chunk(holder[0], data, keys)
+            jax.block_until_ready((holder[0], metrics))
+
+        call()  # Compiles.
+        return call
+
+    calls = {
+        "vmapped": timed_call(args.seeds, "vmap"),
+        "mapped": timed_call(args.seeds, "map"),
+        "one seed": timed_call(1, "vmap"),
+    }
+    times = {name: [] for name in calls}
+    for _ in range(args.repeats):  # Round-robin, so that a load change hits every variant alike.
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    vmapped, mapped = statistics.median(times["vmapped"]), statistics.median(times["mapped"])
+    sequential = args.seeds * statistics.median(times["one seed"])
     steps = args.seeds * args.steps_per_call
     return {
         "command": "python -m bench.seeds " + " ".join(sys.argv[1:]),
@@ -77,8 +91,10 @@ def measure(args) -> dict:
         "hidden_dims": list(dims),
         "batch_size": args.batch_size,
         "vmapped_seed_steps_per_s": steps / vmapped,
+        "mapped_seed_steps_per_s": steps / mapped,
         "sequential_seed_steps_per_s": steps / sequential,
         "vmapped_over_sequential": sequential / vmapped,
+        "mapped_over_sequential": sequential / mapped,
     }
 
 
@@ -92,9 +108,9 @@ def main(argv=None) -> dict:
     result = measure(args)
     print(
         f"{result['seeds']} seeds, {result['hidden_dims']} networks, batch {result['batch_size']}, "
-        f"{result['devices']} device(s): vmapped {result['vmapped_seed_steps_per_s']:.1f} seed·steps/s, "
-        f"sequential {result['sequential_seed_steps_per_s']:.1f} seed·steps/s, "
-        f"ratio {result['vmapped_over_sequential']:.2f}"
+        f"{result['devices']} device(s), seed·steps/s: vmapped {result['vmapped_seed_steps_per_s']:.1f} "
+        f"({result['vmapped_over_sequential']:.2f}× sequential), mapped {result['mapped_seed_steps_per_s']:.1f} "
+        f"({result['mapped_over_sequential']:.2f}×), sequential {result['sequential_seed_steps_per_s']:.1f}"
     )
     if args.out:
         with open(args.out, "w") as f:

@@ -62,3 +62,15 @@ def placement(num_seeds: int, batch_size: int, devices=None) -> Placement:
         )
     mesh = Mesh(devices, ("data",))
     return Placement(mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P()), NamedSharding(mesh, P("data")))
+
+
+def seed_batching(choice: str, devices=None) -> str:
+    """The seed batching of agents.training.over_seeds for `--seed_batching=choice`: "auto" maps seeds one
+    after another on a single CPU device (faster there, see bench/README.md) and vmaps them elsewhere (on
+    accelerators, and over several devices, where the seed axis is what gets sharded)."""
+    devices = jax.devices() if devices is None else devices
+    if choice == "auto":
+        return "map" if len(devices) == 1 and devices[0].platform == "cpu" else "vmap"
+    if choice not in ("vmap", "map"):
+        raise configs.ConfigError(f"unknown --seed_batching={choice!r}; choose one of auto, vmap, map")
+    return choice

@@ -94,21 +94,23 @@ def flops_per_decision(act, *args) -> float | None:
     return cache[shapes]
 
 
-def make_sweep_evaluator(act, env_name: str, weights, episodes: int, max_envs: int, max_steps=None):
+def make_sweep_evaluator(
+    act, env_name: str, weights, episodes: int, max_envs: int, max_steps=None, seed_batching: str = "vmap"
+):
     """Returns `evaluate(states, keys, reset_seeds) -> (rows per seed, timing dict)`, which runs
     S seeds × len(weights) × tasks × episodes episodes together, at most `max_envs` at a time.
 
     `act(state, observations, key, guidance_weight, goals) -> [N, H, A]` is one seed's act (`goals` is
-    None for single-task envs); it is vmapped over the leading seed axis of `states` and `keys` [S] and
-    compiled once. Seed s resets its episodes from `reset_seeds[s]`. The batch is seed-major, then
-    weight-major as in the module docstring.
+    None for single-task envs); it runs over the leading seed axis of `states` and `keys` [S] (vmapped or
+    mapped, `seed_batching`, see agents.training.over_seeds) and is compiled once. Seed s resets its
+    episodes from `reset_seeds[s]`. The batch is seed-major, then weight-major as in the module docstring.
     """
     goal_conditioned = not envs.parse_name(env_name).singletask
     tasks = EVAL_TASKS if goal_conditioned else ("all",)
     per_weight = len(tasks) * episodes
     per_seed = len(weights) * per_weight
     position = np.arange(per_seed) % per_weight
-    act_seeds = jax.jit(over_seeds(act))
+    act_seeds = jax.jit(over_seeds(act, batching=seed_batching))
 
     def evaluate(states, keys, reset_seeds):
         num_seeds = len(reset_seeds)

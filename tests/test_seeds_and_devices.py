@@ -13,6 +13,7 @@ import agents
 import configs
 import envs
 from agents.training import make_train_chunk
+from scripts.devices import seed_batching
 
 TWO_CPU_DEVICES = {"XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=2"}
 LOSSES = ("train/policy/bc_loss", "train/critic/loss", "train/value/loss", "val/critic/loss")
@@ -25,12 +26,13 @@ def tiny_agent_and_sampler(dataset):
     return agents.make("qgf", config), sample
 
 
-def test_vmapped_seeds_equal_seeds_trained_one_by_one(tiny_dataset_dir):
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_seeds_in_one_call_equal_seeds_trained_one_by_one(tiny_dataset_dir, batching):
     _, train, _ = envs.make_env_and_datasets(TINY_TASK, dataset_dir=tiny_dataset_dir)
     dataset = envs.to_device_dataset(train)
     agent, sample = tiny_agent_and_sampler(dataset)
     init = jax.jit(jax.vmap(lambda key: agent.init(key, sample(dataset, key))))
-    train_chunk = make_train_chunk(agent, sample, steps_per_call=3)
+    train_chunk = make_train_chunk(agent, sample, steps_per_call=3, seed_batching=batching)
     init_keys = jax.random.split(jax.random.PRNGKey(0), 3)
     data_keys = jax.random.split(jax.random.PRNGKey(1), 3)
 
@@ -57,16 +59,27 @@ def assert_same_run(got_dir, want_dir, rtol):
         np.testing.assert_allclose(got_leaf, want_leaf, rtol=rtol, atol=1e-5)
 
 
+def test_seed_batching_maps_on_one_cpu_and_vmaps_over_devices():
+    cpu = jax.devices("cpu")[0]
+    assert seed_batching("auto", [cpu]) == "map"
+    assert seed_batching("auto", [cpu, cpu]) == "vmap"  # the seed axis is what gets sharded
+    assert seed_batching("vmap", [cpu]) == "vmap"
+    with pytest.raises(configs.ConfigError, match="--seed_batching='batch'"):
+        seed_batching("batch", [cpu])
+
+
 @pytest.fixture(scope="module")
 def two_seed_run(tiny_dataset_dir, tmp_path_factory):
+    """Two seeds in one process on this one CPU device: mapped one after another (`--seed_batching=auto`)."""
     run_dir = str(tmp_path_factory.mktemp("seeds") / "two")
-    run_main(
+    process = run_main(
         f"--env={TINY_TASK}",
         f"--dataset_dir={tiny_dataset_dir}",
         f"--run_dir={run_dir}",
         "--num_seeds=2",
         *TINY_RUN_FLAGS,
     )
+    assert "seeds mapped one after another" in process.stdout
     return run_dir
 
 

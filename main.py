@@ -133,6 +133,11 @@ def main(_):
             run[name] = getattr(FLAGS, name)
     run.dataset_dir = FLAGS.dataset_dir or run.dataset_dir
     run.dataset_path = FLAGS.dataset_path or run.dataset_path
+    for name in ("log_every", "eval_every", "save_every", "train_steps"):
+        if not saved and run[name] % run.steps_per_call:  # Checked before any data or compilation.
+            raise configs.ConfigError(
+                f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
+            )
     if saved and saved["agent"] != AGENT_NAME:
         raise configs.ConfigError(f"{FLAGS.restore} holds a '{saved['agent']}' run; drop --agent={AGENT_NAME}")
     env_name = saved["env"] if saved else FLAGS.env or run.env_name
@@ -225,11 +230,6 @@ def main(_):
         runs.close()
         return print(f"Report: {os.path.join(out_dirs[0], 'report.md')}")
 
-    for name in ("log_every", "eval_every", "save_every", "train_steps"):
-        if run[name] % run.steps_per_call:
-            raise configs.ConfigError(
-                f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
-            )
     train_chunk = make_train_chunk(agent, sample, run.steps_per_call, where.constrain_batch, batching)
     validate = jax.jit(
         over_seeds(lambda state, key: agent.validate(state, sample(val_dataset, key)), batching=batching)

@@ -73,6 +73,9 @@ def test_non_finite_metrics_stop_with_the_step_and_loss():
         (["--preset=dmeo"], ["unknown preset 'dmeo'", "did you mean 'demo'?"]),
         (["--guidance_weights=0,nan"], ["guidance weight nan"]),
         (["--agent.horizon=0"], ["--agent.horizon=0 must be >= 1"]),
+        # Both come before any dataset is loaded or generated (a fresh machine has none).
+        (["--log_every=250", "--steps_per_call=500"], ["--log_every=250 must be a multiple of --steps_per_call=500"]),
+        (["--num_seeds=2", "--seed_batching=batch"], ["unknown --seed_batching='batch'"]),
     ],
 )
 def test_main_reports_bad_names_and_values_in_one_line(flags, fragments, tmp_path):

@@ -9,11 +9,12 @@ most `--max-envs` environments alive at once. The first (compiling) decision cou
 """
 
 import argparse
-import json
 import sys
 
 import jax
 import numpy as np
+
+from bench.output import write_json
 
 
 def parse_args(argv=None):
@@ -67,9 +68,7 @@ def main(argv=None) -> dict:
         f"of which policy {timing['policy_seconds']:.1f} s and envs {timing['env_seconds']:.1f} s "
         f"(mean length {result['mean_episode_length']:.0f} steps)"
     )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
     return result
 
 

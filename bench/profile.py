@@ -36,6 +36,7 @@ import numpy as np
 
 import agents
 from agents.training import make_train_chunk
+from bench.output import write_json
 from bench.throughput import bench_config, fake_batch
 from envs.chunks import sample_chunks, to_device_dataset
 
@@ -199,9 +200,7 @@ def main(argv=None) -> dict:
     for name, ms in result["slowest_ops_ms_per_step"].items():
         print(f"  {ms:9.3f}  {name}  [{classify(name, instructions)}]")
     print(f"trace: {trace_dir}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
     return result
 
 

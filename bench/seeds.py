@@ -13,12 +13,13 @@ figure is the median over repeats.
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+from bench.output import write_json
 
 
 def parse_args(argv=None):
@@ -112,9 +113,7 @@ def main(argv=None) -> dict:
         f"({result['vmapped_over_sequential']:.2f}× sequential), mapped {result['mapped_seed_steps_per_s']:.1f} "
         f"({result['mapped_over_sequential']:.2f}×), sequential {result['sequential_seed_steps_per_s']:.1f}"
     )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
     return result
 
 

@@ -11,7 +11,6 @@ The peak is a jitted float32 `jnp.dot` of two square matrices measured in the sa
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ import numpy as np
 import agents
 import configs
 from bench.flops import forward_flops, guided_action_flops, update_flops
+from bench.output import write_json
 
 DEFAULT_OUT = os.path.join("bench", "results", "throughput.json")
 QUICK_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -334,9 +334,7 @@ def main(argv=None) -> dict:
         figure["fraction_of_peak"] *= rescale
         if figure["fraction_of_peak_xla"] is not None:
             figure["fraction_of_peak_xla"] *= rescale
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(args.out, results)
     print(format_table(results))
     print(f"wrote {args.out}")
     return results

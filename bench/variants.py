@@ -8,7 +8,6 @@ swaps `agents.qgf.Critic` for this module's `SeparateCritics` while building its
 """
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -22,6 +21,7 @@ import agents
 import agents.qgf
 import configs
 from bench.flops import guided_action_flops, update_flops
+from bench.output import write_json
 from bench.throughput import fake_batch
 from networks.mlp import MLP, concat_inputs
 
@@ -180,9 +180,7 @@ def main(argv=None):
             f"{name.ljust(width)}  {1e3 * r['seconds_median']:9.2f}  {r['gflops']:8.1f}  "
             f"{100 * r['fraction_of_peak']:6.1f}"
         )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return results
 

@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import configs
+from agents.training import SEED_BATCHINGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,7 @@ def seed_batching(choice: str, devices=None) -> str:
     devices = jax.devices() if devices is None else devices
     if choice == "auto":
         return "map" if len(devices) == 1 and devices[0].platform == "cpu" else "vmap"
-    if choice not in ("vmap", "map"):
-        raise configs.ConfigError(f"unknown --seed_batching={choice!r}; choose one of auto, vmap, map")
+    if choice not in SEED_BATCHINGS:
+        choices = ", ".join(("auto", *SEED_BATCHINGS))
+        raise configs.ConfigError(f"unknown --seed_batching={choice!r}; choose one of {choices}")
     return choice

@@ -27,13 +27,13 @@ import configs
 import envs
 from agents.training import NonFiniteLossError, check_finite, make_train_chunk, over_seeds
 from envs.generate import DatasetWriteError
-from scripts.checkpoints import CheckpointError
-from scripts.devices import placement, seed_batching
-from scripts.evaluation import make_sweep_evaluator
-from scripts.report import write_report
-from scripts.run_data import check_agent_fits_task, check_data_fits, load_data, make_sampler
-from scripts.run_dir import ConfigMismatchError, default_run_dir, to_plain, write_config
-from scripts.seed_runs import SeedRuns
+from runner.checkpoints import CheckpointError
+from runner.devices import placement, seed_batching
+from runner.evaluation import make_sweep_evaluator
+from runner.report import write_report
+from runner.run_data import check_agent_fits_task, check_data_fits, load_data, make_sampler
+from runner.run_dir import ConfigMismatchError, default_run_dir, to_plain, write_config
+from runner.seed_runs import SeedRuns
 
 # Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds). Set before the
 # first environment imports MuJoCo (`envs` imports lazily).

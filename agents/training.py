@@ -27,7 +27,7 @@ def make_train_chunk(
     """Returns jitted `train_chunk(states [S], dataset, keys [S]) -> (states, mean metrics [S] over the chunk)`.
 
     `sample_batch(dataset, key) -> batch` must be pure and jit-able; `constrain_batch` may place each batch
-    (e.g. shard it over devices, see scripts.devices). `seed_batching` is "vmap" or "map" (see over_seeds).
+    (e.g. shard it over devices, see runner.devices). `seed_batching` is "vmap" or "map" (see over_seeds).
     The incoming states' buffers are donated, so the caller must use the returned states only.
     """
 

@@ -4,7 +4,7 @@
     python -m bench.eval_sweep --weights=0,0.1 --episodes=2 --hidden-dims=16   # a smoke run
 
 The agent is freshly initialised (its actions are noise-like, so episodes rarely end early: the worst case
-for env time); the sweep runs through `scripts.evaluation.make_sweep_evaluator`, as in `main.py`, with at
+for env time); the sweep runs through `runner.evaluation.make_sweep_evaluator`, as in `main.py`, with at
 most `--max-envs` environments alive at once. The first (compiling) decision counts in the policy time.
 """
 
@@ -34,7 +34,7 @@ def main(argv=None) -> dict:
     import agents
     import configs
     import envs
-    from scripts.evaluation import make_sweep_evaluator
+    from runner.evaluation import make_sweep_evaluator
 
     env = envs.make_env(args.env)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]

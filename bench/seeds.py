@@ -8,7 +8,7 @@ seeds run one after another, and of the same work on 1 against 2 (forced) CPU de
 Updates run through `agents.training.make_train_chunk`, the loop `main.py` runs, on a fixed random batch
 (throughput does not depend on the values). "Sequential" is the same compiled chunk with one seed, called
 once per seed; the three are timed round-robin. With several devices the seeds are sharded over them
-(scripts.devices), and the one seed of the sequential runs has its batch sharded (data parallel). Each
+(runner.devices), and the one seed of the sequential runs has its batch sharded (data parallel). Each
 figure is the median over repeats.
 """
 
@@ -44,7 +44,7 @@ def measure(args) -> dict:
     import configs
     from agents.training import make_train_chunk
     from bench.throughput import fake_batch
-    from scripts.devices import placement
+    from runner.devices import placement
 
     config = configs.get_config("qgf")
     dims = tuple(int(d) for d in args.hidden_dims.split(","))

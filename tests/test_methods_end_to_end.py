@@ -115,7 +115,7 @@ def test_flops_per_decision_counts_every_loop_step_and_matches_the_analytic_coun
 
     import agents
     from bench.flops import guided_action_flops
-    from scripts.evaluation import flops_per_decision
+    from runner.evaluation import flops_per_decision
 
     matrix = jnp.eye(8)
 

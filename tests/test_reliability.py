@@ -23,8 +23,8 @@ from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK, run_main
 
 import envs
 from envs import generate as gen
-from scripts.checkpoints import CheckpointError, Checkpoints
-from scripts.run_dir import read_csv
+from runner.checkpoints import CheckpointError, Checkpoints
+from runner.run_dir import read_csv
 
 DATASET = "cube-single-play-v0"  # the dataset behind TINY_TASK
 FILES = (f"{DATASET}.npz", f"{DATASET}-val.npz")
@@ -300,7 +300,7 @@ def test_a_run_dir_with_another_config_is_refused_unless_allowed(reference_run, 
 
 
 def test_an_unreadable_config_json_is_named(tmp_path):
-    from scripts.run_dir import ConfigMismatchError, write_config
+    from runner.run_dir import ConfigMismatchError, write_config
 
     (tmp_path / "config.json").write_text('{"agent": "qg')  # cut short
     with pytest.raises(ConfigMismatchError, match=r"config.json cannot be read .*--allow_config_change"):

@@ -13,7 +13,7 @@ import agents
 import configs
 import envs
 from agents.training import make_train_chunk
-from scripts.devices import seed_batching
+from runner.devices import seed_batching
 
 TWO_CPU_DEVICES = {"XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=2"}
 LOSSES = ("train/policy/bc_loss", "train/critic/loss", "train/value/loss", "val/critic/loss")

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 from tensorboardX import SummaryWriter
 
-from scripts.checkpoints import Checkpoints
-from scripts.run_dir import CsvLog
+from runner.checkpoints import Checkpoints
+from runner.run_dir import CsvLog
 
 
 def seed_slice(tree, i: int):

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scripts.evaluation import headline_rows  # noqa: E402
+from runner.evaluation import headline_rows  # noqa: E402
 
 
 def weight_label(weight: float) -> str:

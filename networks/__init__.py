@@ -2,6 +2,7 @@
 
 from networks.critic import Critic, Value, aggregate
 from networks.mlp import MLP
+from networks.noise_predictor import NoisePredictor
 from networks.velocity_field import VelocityField
 
-__all__ = ["MLP", "VelocityField", "Critic", "Value", "aggregate"]
+__all__ = ["MLP", "NoisePredictor", "VelocityField", "Critic", "Value", "aggregate"]

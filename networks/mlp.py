@@ -11,6 +11,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "silu": nn.silu,
     "tanh": jnp.tanh,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),  # The DAC/QSM noise predictor's activation.
 }
 
 

@@ -12,6 +12,7 @@ serves every manipulation family, as in OGBench); a family preset then only pick
 
 import difflib
 import math
+from typing import NamedTuple
 
 import ml_collections
 
@@ -172,32 +173,57 @@ def demo_run(r: ml_collections.ConfigDict) -> None:
     r.dataset_episode_steps = 1001
 
 
-# Per-family coefficients of the training-time baselines (PAPER.md). puzzle-4x5 / 4x6 are not in the
-# paper's FQL / EDP table and take puzzle-4x4's values.
+class FamilyCoefficients(NamedTuple):
+    """One family's coefficients of every compared method that has one (BASELINES.md §2.6, §3.7)."""
+
+    fql_alpha: float  # FQL: distillation weight α of the one-step policy.
+    edp_bc_weight: float  # EDP: weight of flow matching against −Q(s, â).
+    grad_step_size: float  # GradStep: ascent step α of a ← clip(a + α ∇Q).
+    grad_steps: int  # GradStep: number of ascent steps L.
+    qam_inv_temp: float  # QAM: inverse temperature β of exp(β Q).
+    dac_alpha: float  # DAC: weight α of the diffusion BC loss.
+    qsm_inv_temp: float  # QSM: inverse temperature β of the matched score −β ∇Q.
+    qsm_alpha: float  # QSM: weight α of the diffusion BC loss.
+
+
+# Per-family coefficients of every method, one row per family (the paper's values, BASELINES.md §2.6 and
+# §3.7). puzzle-4x5 / 4x6 are not in the paper and take puzzle-4x4's values.
+_FC = FamilyCoefficients
 FAMILY_SETTINGS = {
-    # family: (FQL α, EDP bc_weight)
-    "scene": (300.0, 30.0),
-    "puzzle-4x4": (1000.0, 300.0),
-    "puzzle-4x5": (1000.0, 300.0),
-    "puzzle-4x6": (1000.0, 300.0),
-    "cube-triple": (1000.0, 100.0),
-    "cube-quadruple": (1000.0, 300.0),
+    # family:        FQL α    EDP bc  GradStep α, L  QAM β  DAC α  QSM β, α
+    "scene": _FC(300.0, 30.0, 0.01, 5, 0.1, 100.0, 0.1, 10.0),
+    "puzzle-4x4": _FC(1000.0, 300.0, 0.01, 3, 0.1, 300.0, 0.1, 10.0),
+    "puzzle-4x5": _FC(1000.0, 300.0, 0.01, 3, 0.1, 300.0, 0.1, 10.0),
+    "puzzle-4x6": _FC(1000.0, 300.0, 0.01, 3, 0.1, 300.0, 0.1, 10.0),
+    "cube-triple": _FC(1000.0, 100.0, 0.01, 3, 0.1, 100.0, 0.1, 10.0),
+    "cube-quadruple": _FC(1000.0, 300.0, 0.01, 3, 0.1, 100.0, 0.1, 10.0),
+}
+
+# The agent config field each column sets under a family preset (only on that agent's config). GradStep's
+# columns set none: GradStep is an evaluation of a qgf checkpoint, and a preset that turned it on would change
+# every qgf run; `scripts.sweep --methods=gradstep` passes the family's α and L as --agent.grad_step_size /
+# --agent.grad_steps.
+FAMILY_FIELDS = {
+    "fql_alpha": ("fql", "alpha"),
+    "edp_bc_weight": ("edp", "bc_weight"),
+    "qam_inv_temp": ("qam", "inv_temp"),
+    "dac_alpha": ("dac", "alpha"),
+    "qsm_inv_temp": ("qsm", "inv_temp"),
+    "qsm_alpha": ("qsm", "alpha"),
 }
 
 
 def family_preset(family: str):
-    """The paper's setting for one task family: its networks, its baselines' coefficients, task 1 by default."""
+    """The paper's setting for one task family: its networks, its methods' coefficients, task 1 by default."""
 
     def agent_preset(c: ml_collections.ConfigDict) -> None:
         paper_preset(c)
-        alpha, bc_weight = FAMILY_SETTINGS[family]
-        # Single-task agents with a sweep; fql and edp keep their single weight, gcqgf its goal-conditioned grid.
+        # Single-task agents with a sweep; single-weight agents keep theirs, gcqgf its goal-conditioned grid.
         if len(c.guidance_weights) > 1 and not c.get("goal_conditioned", False):
             c.guidance_weights = PAPER_GUIDANCE_WEIGHTS
-        if c.agent_name == "fql":
-            c.alpha = alpha
-        if c.agent_name == "edp":
-            c.bc_weight = bc_weight
+        for column, (agent, field) in FAMILY_FIELDS.items():
+            if c.agent_name == agent:
+                c[field] = getattr(FAMILY_SETTINGS[family], column)
 
     def run_preset(r: ml_collections.ConfigDict) -> None:
         r.env_name = f"{family}-play-singletask-task1-v0"

@@ -1,6 +1,7 @@
 """The critic ensemble Q(s, a) and the value V(s)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -16,6 +17,7 @@ class Critic(nn.Module):
     num_critics: int = 2
     activation: str = "gelu"
     layer_norm: bool = True
+    dtype: Any = jnp.float32  # The matmuls' compute dtype (see MLP).
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array, goals: jax.Array | None = None) -> jax.Array:
@@ -28,7 +30,7 @@ class Critic(nn.Module):
             axis_size=self.num_critics,
         )
         x = concat_inputs(observations, goals, actions)
-        return ensemble(self.hidden_dims, 1, self.activation, self.layer_norm)(x)[..., 0]
+        return ensemble(self.hidden_dims, 1, self.activation, self.layer_norm, self.dtype)(x)[..., 0]
 
 
 class Value(nn.Module):
@@ -37,11 +39,12 @@ class Value(nn.Module):
     hidden_dims: Sequence[int]
     activation: str = "gelu"
     layer_norm: bool = True
+    dtype: Any = jnp.float32  # The matmuls' compute dtype (see MLP).
 
     @nn.compact
     def __call__(self, observations: jax.Array, goals: jax.Array | None = None) -> jax.Array:
         x = concat_inputs(observations, goals)
-        return MLP(self.hidden_dims, 1, self.activation, self.layer_norm)(x)[..., 0]
+        return MLP(self.hidden_dims, 1, self.activation, self.layer_norm, self.dtype)(x)[..., 0]
 
 
 AGGREGATIONS = ("min", "mean")

@@ -1,10 +1,13 @@
 """Multi-layer perceptron shared by every network of the project."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from networks.mixed_precision import dense_dot_general
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": nn.gelu,
@@ -25,23 +28,28 @@ class MLP(nn.Module):
     """Dense layers of `hidden_dims`, then a linear output of `output_dim`.
 
     LayerNorm, when on, sits after each hidden Dense and before its activation, which keeps
-    the critic's gradients well scaled for guidance as well as for TD learning.
+    the critic's gradients well scaled for guidance as well as for TD learning. `dtype` is the
+    matmuls' compute dtype: bfloat16 multiplies in bfloat16 with float32 accumulation, while
+    parameters and every other op stay float32 (networks/mixed_precision.py).
     """
 
     hidden_dims: Sequence[int]
     output_dim: int
     activation: str = "gelu"
     layer_norm: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = activation_by_name(self.activation)
+        dot_general = dense_dot_general(self.dtype)
+        kernel_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
         for width in self.hidden_dims:
-            x = nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"))(x)
+            x = nn.Dense(width, kernel_init=kernel_init, dot_general=dot_general)(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x)
-        return nn.Dense(self.output_dim, kernel_init=nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"))(x)
+        return nn.Dense(self.output_dim, kernel_init=kernel_init, dot_general=dot_general)(x)
 
 
 def concat_inputs(*parts: jax.Array | None) -> jax.Array:

@@ -1,6 +1,7 @@
 """The flow policy's velocity field v(s, a_t, t)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,6 +20,7 @@ class VelocityField(nn.Module):
     action_dim: int
     activation: str = "gelu"
     layer_norm: bool = True
+    dtype: Any = jnp.float32  # The matmuls' compute dtype (see MLP); the output is float32 either way.
 
     @nn.compact
     def __call__(
@@ -30,4 +32,4 @@ class VelocityField(nn.Module):
     ) -> jax.Array:
         times = jnp.reshape(times, noisy_actions.shape[:-1] + (1,)).astype(noisy_actions.dtype)
         x = concat_inputs(observations, goals, noisy_actions, times)
-        return MLP(self.hidden_dims, self.action_dim, self.activation, self.layer_norm)(x)
+        return MLP(self.hidden_dims, self.action_dim, self.activation, self.layer_norm, self.dtype)(x)

@@ -8,6 +8,20 @@ import jax
 import jax.numpy as jnp
 
 
+def flow_interpolation(key: jax.Array, clean: jax.Array, denoising_steps: int | None):
+    """(a_t, t, a_1 − a_0) for clean chunks a_1 = `clean` [B, D]: a_0 ~ N(0, I), a_t = (1 − t) a_0 + t a_1, with t
+    on the grid {0, 1/K, ..., 1} (K = `denoising_steps`) or, for `denoising_steps=None`, t ~ U(0, 1)."""
+    noise_key, time_key = jax.random.split(key)
+    noise = jax.random.normal(noise_key, clean.shape, clean.dtype)
+    if denoising_steps is None:
+        times = jax.random.uniform(time_key, clean.shape[:1], clean.dtype)
+    else:
+        times = jax.random.randint(time_key, clean.shape[:1], 0, denoising_steps + 1).astype(clean.dtype)
+        times = times / denoising_steps
+    noisy = (1.0 - times)[:, None] * noise + times[:, None] * clean
+    return noisy, times, clean - noise
+
+
 def flow_matching_loss(velocity_apply, params, observations, actions, valid, key, denoising_steps, goals=None):
     """‖v(s, a_t, t) − (a_1 − a_0)‖² with a_0 ~ N(0, I), t on {0, 1/K, ..., 1}, a_t = (1 − t) a_0 + t a_1.
 
@@ -16,12 +30,9 @@ def flow_matching_loss(velocity_apply, params, observations, actions, valid, key
     """
     batch_size, horizon, action_dim = actions.shape
     clean = actions.reshape(batch_size, horizon * action_dim)
-    noise_key, time_key = jax.random.split(key)
-    noise = jax.random.normal(noise_key, clean.shape, clean.dtype)
-    times = jax.random.randint(time_key, (batch_size,), 0, denoising_steps + 1).astype(clean.dtype) / denoising_steps
-    noisy = (1.0 - times)[:, None] * noise + times[:, None] * clean
+    noisy, times, target = flow_interpolation(key, clean, denoising_steps)
     velocity = velocity_apply(params, observations, noisy, times, goals)
-    squared_error = jnp.square(velocity - (clean - noise)).reshape(batch_size, horizon, action_dim)
+    squared_error = jnp.square(velocity - target).reshape(batch_size, horizon, action_dim)
     loss = jnp.mean(squared_error * valid[:, :, None])
     return loss, {"policy/bc_loss": loss}
 
@@ -32,10 +43,14 @@ def expectile_loss(difference: jax.Array, expectile: float) -> jax.Array:
     return weight * jnp.square(difference)
 
 
-def value_loss(value_apply, params, observations, target_q, expectile, goals=None):
-    """IQL: expectile regression of V(s) toward the (aggregated, target) Q of the dataset's chunk."""
+def value_loss(value_apply, params, observations, target_q, expectile, weights, goals=None):
+    """IQL: expectile regression of V(s) toward the (aggregated, target) Q of the dataset's chunk.
+
+    (1/B) Σ_b w_b ℓ_τ(target_q_b − V(s_b)), each chunk weighted by its validity `weights` [B] (as in
+    `critic_td_loss`), so that padding after an episode's end never trains V.
+    """
     v = value_apply(params, observations, goals)
-    loss = jnp.mean(expectile_loss(target_q - v, expectile))
+    loss = jnp.mean(expectile_loss(target_q - v, expectile) * weights)
     return loss, {"value/loss": loss, "value/v_mean": jnp.mean(v), "value/v_max": jnp.max(v)}
 
 

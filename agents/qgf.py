@@ -1,10 +1,10 @@
 """QGF: Q-guided flow, a policy improved entirely at test time.
 
 Training is two independent supervised-style objectives in one jitted step: flow-matching behaviour
-cloning of the dataset's action chunks (the velocity field), and an IQL critic (an ensemble Q with a
-Polyak target, and an expectile value V) fit by chunked TD. No actor-critic loss exists. At test time
-`act` integrates the flow with `guidance.sample`, adding w ∇Q at the clean-action estimate to every
-Euler step; `config.estimator` selects the gradient estimator (`qgf`, `jacobian`, `noisy`, `bptt`,
+cloning of the dataset's action chunks (the velocity field), and the shared IQL critic of agents/iql.py
+(an ensemble Q with a Polyak target, and an expectile value V) fit by chunked TD. No actor-critic loss
+exists. At test time `act` integrates the flow with `guidance.sample`, adding w ∇Q at the clean-action
+estimate to every Euler step; `config.estimator` selects the gradient estimator (`qgf`, `jacobian`, `noisy`, `bptt`,
 `none`) and `config.best_of_n` draws several guided candidates and keeps the highest-Q one.
 
 Batches carry `observations [B, O]`, `actions [B, H, A]`, `rewards [B, H]` (discounted, cumulative),
@@ -22,9 +22,10 @@ from flax.training.train_state import TrainState
 
 import guidance
 from agents.agent import Agent, Batch
-from agents.losses import chunk_td_target, critic_td_loss, flow_matching_loss, value_loss
-from agents.train_states import adam_train_state, polyak_update, target_train_state
-from networks import Critic, Value, VelocityField, aggregate
+from agents.iql import apply_critic_gradients, critic_params, iql_loss, init_critic_states
+from agents.losses import flow_matching_loss
+from agents.train_states import adam_train_state
+from networks import VelocityField, aggregate
 
 
 class QGFState(flax.struct.PyTreeNode):
@@ -43,29 +44,22 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
     horizon = config.horizon
     steps = config.denoising_steps
 
-    def networks(flat_action_dim: int):
-        velocity = VelocityField(config.actor_hidden_dims, flat_action_dim, config.activation, config.actor_layer_norm)
-        critic = Critic(config.critic_hidden_dims, config.num_critics, config.activation, config.critic_layer_norm)
-        value = Value(config.critic_hidden_dims, config.activation, config.critic_layer_norm)
-        return velocity, critic, value
-
     def init(key: jax.Array, example_batch: Batch) -> QGFState:
         observations, goals = example_batch["observations"], example_batch.get("goals")
         chunk = example_batch["actions"]
         if chunk.ndim != 3 or chunk.shape[1] != horizon:
             raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
         flat_actions = chunk.reshape(chunk.shape[0], -1)
-        velocity, critic, value = networks(flat_actions.shape[-1])
-        policy_key, critic_key, value_key, rng = jax.random.split(key, 4)
+        velocity = VelocityField(
+            config.actor_hidden_dims, flat_actions.shape[-1], config.activation, config.actor_layer_norm
+        )
+        policy_key, critic_key, rng = jax.random.split(key, 3)
         times = jnp.zeros(flat_actions.shape[:1])
-        critic_params = critic.init(critic_key, observations, flat_actions, goals)
         return QGFState(
             policy=adam_train_state(
                 velocity, velocity.init(policy_key, observations, flat_actions, times, goals), config.lr
             ),
-            critic=adam_train_state(critic, critic_params, config.lr),
-            target_critic=target_train_state(critic, critic_params),
-            value=adam_train_state(value, value.init(value_key, observations, goals), config.lr),
+            **init_critic_states(critic_key, config, observations, flat_actions, goals),
             rng=rng,
             step=jnp.zeros((), jnp.int32),
             action_dim=chunk.shape[2],
@@ -85,42 +79,20 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
 
     loss_of_policy = policy_loss or behaviour_cloning_loss
 
-    def iql_losses(params, state: QGFState, batch: Batch):
-        """The value's expectile loss and the critic's chunked TD loss (both IQL)."""
-        observations, goals = batch["observations"], batch.get("goals")
-        flat_actions = batch["actions"].reshape(batch["actions"].shape[0], -1)
-        target_q = aggregate(
-            state.target_critic.apply_fn(state.target_critic.params, observations, flat_actions, goals),
-            config.critic_aggregation,
-        )
-        v_loss, v_metrics = value_loss(
-            state.value.apply_fn, params["value"], observations, target_q, config.expectile, goals
-        )
-        next_observations = batch["next_observations"][:, -1]  # A goal stays fixed along the chunk.
-        next_values = jax.lax.stop_gradient(state.value.apply_fn(state.value.params, next_observations, goals))
-        td_target = chunk_td_target(batch["rewards"], batch["masks"], next_values, config.discount)
-        q_loss, q_metrics = critic_td_loss(
-            state.critic.apply_fn, params["critic"], observations, flat_actions, td_target, batch["valid"][:, -1], goals
-        )
-        return v_loss + q_loss, {**v_metrics, **q_metrics}
-
     def total_loss(params, state: QGFState, batch: Batch, key: jax.Array):
         actor_loss, actor_metrics = loss_of_policy(params["policy"], state, batch, key)
-        critic_loss, critic_metrics = iql_losses(params, state, batch)
+        critic_loss, critic_metrics = iql_loss(params, state, batch, config)
         return actor_loss + critic_loss, {**actor_metrics, **critic_metrics}
 
     def current_params(state: QGFState):
-        return {"policy": state.policy.params, "critic": state.critic.params, "value": state.value.params}
+        return {"policy": state.policy.params, **critic_params(state)}
 
     def update(state: QGFState, batch: Batch):
         rng, key = jax.random.split(state.rng)
         grads, metrics = jax.grad(total_loss, has_aux=True)(current_params(state), state, batch, key)
-        critic = state.critic.apply_gradients(grads=grads["critic"])
         new_state = state.replace(
             policy=state.policy.apply_gradients(grads=grads["policy"]),
-            critic=critic,
-            target_critic=polyak_update(state.target_critic, critic.params, config.target_rate),
-            value=state.value.apply_gradients(grads=grads["value"]),
+            **apply_critic_gradients(state, grads, config),
             rng=rng,
             step=state.step + 1,
         )

@@ -1,0 +1,191 @@
+"""What the user asked for (`Options`, main.py's flags as plain values) → one resolved run (`RunPlan`).
+
+Resolution reads presets, a saved run's config.json (`--eval_only --restore=<run dir>`) and the overrides,
+and makes every check that needs no data and no compilation, so a bad setting fails in a second with one
+`configs.ConfigError`. It writes nothing: `runner.train` writes each seed's config.json.
+"""
+
+import dataclasses
+import json
+import os
+
+import ml_collections
+
+import configs
+import envs
+from runner.devices import seed_batching
+from runner.run_data import check_agent_fits_task
+from runner.run_dir import default_run_dir, to_plain
+
+RUN_OVERRIDES = ("train_steps", "steps_per_call", "log_every", "eval_every", "save_every", "eval_episodes")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """A run as asked for; None means the preset's (or, evaluating, the saved run's) value."""
+
+    agent: str = "qgf"
+    agent_overrides: dict = dataclasses.field(default_factory=dict)  # agent config field -> value
+    env: str | None = None
+    preset: str | None = None  # default: 'demo' without `env`, 'paper' with it
+    seed: int = 0
+    num_seeds: int = 1
+    seed_batching: str = "auto"
+    train_steps: int | None = None
+    steps_per_call: int | None = None
+    log_every: int | None = None
+    eval_every: int | None = None
+    save_every: int | None = None
+    eval_episodes: int | None = None
+    guidance_weights: list | None = None  # numbers, or strings of them (flags)
+    run_dir: str | None = None  # '{seed}' is replaced; default runs/<env>/<agent>/seed<seed>-<config hash>
+    dataset_dir: str | None = None
+    dataset_path: str | None = None
+    generate_missing: bool = True
+    eval_only: bool = False
+    restore: str | None = None
+    eval_reset_seed: int | None = None
+    allow_config_change: bool = False
+    progress: bool = True
+    command: str = ""  # the command line, quoted in the report
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """Every setting of a run, resolved. Seed i trains into `train_dirs[i]` (whose config.json is
+    `seed_configs[i]`) and writes its evaluation logs and report into `out_dirs[i]` (the same dir when
+    training; `<run dir>/eval/<estimator>-bo<N>-reset<seed>` when evaluating a saved run)."""
+
+    agent_name: str
+    preset: str
+    env_name: str
+    config: ml_collections.ConfigDict  # the agent's
+    run: ml_collections.ConfigDict  # configs.run_config's fields
+    weights: list
+    seeds: list
+    reset_seeds: list
+    seed_configs: list
+    train_dirs: list
+    out_dirs: list
+    eval_only: bool
+    batching: str  # agents.training.over_seeds's seed batching
+    generate_missing: bool
+    allow_config_change: bool
+    progress: bool
+    command: str
+
+
+def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
+    """Takes `--agent=<name>` (or `--agent <name>`) out of argv; `--agent.<field>` flags stay for absl.
+
+    Without one, the agent is qgf, or the saved run's agent for `--eval_only --restore=<run dir>`.
+    """
+    name, rest, i = None, [], 0
+    while i < len(argv):
+        if argv[i].startswith("--agent="):
+            name = argv[i].split("=", 1)[1]
+        elif argv[i] == "--agent" and i + 1 < len(argv):
+            name, i = argv[i + 1], i + 1
+        else:
+            rest.append(argv[i])
+        i += 1
+    restore = [a.split("=", 1)[1] for a in argv if a.startswith("--restore=")]
+    saved_config = os.path.join(restore[-1], "config.json") if restore else ""
+    if name is None and "--eval_only" in argv and os.path.exists(saved_config):
+        with open(saved_config) as f:
+            name = json.load(f)["agent"]
+    return name or "qgf", rest
+
+
+def _saved_run(options: Options) -> dict | None:
+    """The config.json of the run `--eval_only` evaluates (None when training)."""
+    if not options.eval_only:
+        return None
+    if not options.restore:
+        raise configs.ConfigError("--eval_only needs --restore=<run dir>")
+    if options.num_seeds != 1:
+        raise configs.ConfigError("--eval_only evaluates one run dir; drop --num_seeds")
+    with open(os.path.join(options.restore, "config.json")) as f:
+        return json.load(f)
+
+
+def _seed_run_dir(options: Options, seed: int, seed_config: dict) -> str:
+    if options.restore:
+        return options.restore
+    if options.run_dir is None:
+        return default_run_dir("runs", seed_config["env"], options.agent, seed, seed_config)
+    if "{seed}" in options.run_dir:
+        return options.run_dir.replace("{seed}", str(seed))
+    return os.path.join(options.run_dir, f"seed{seed}") if options.num_seeds > 1 else options.run_dir
+
+
+def resolve(options: Options) -> RunPlan:
+    """The run `options` ask for; raises ConfigError on the first bad setting."""
+    saved = _saved_run(options)
+    if options.num_seeds < 1:
+        raise configs.ConfigError(f"--num_seeds={options.num_seeds} must be at least 1")
+    batching = seed_batching(options.seed_batching)
+    preset = saved["preset"] if saved else options.preset or ("demo" if options.env is None else "paper")
+    config = configs.get_config(options.agent, preset)
+    if saved:
+        config.update(saved["agent_config"])
+    for field, value in options.agent_overrides.items():
+        config[field] = value
+    run = configs.get_run_config(preset, options.agent)
+    run.update(saved["run"] if saved else {})
+    for name in RUN_OVERRIDES:
+        if getattr(options, name) is not None:
+            run[name] = getattr(options, name)
+    run.dataset_dir = options.dataset_dir or run.dataset_dir
+    run.dataset_path = options.dataset_path or run.dataset_path
+    for name in ("log_every", "eval_every", "save_every", "train_steps"):
+        if not saved and run[name] % run.steps_per_call:
+            raise configs.ConfigError(
+                f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
+            )
+    if saved and saved["agent"] != options.agent:
+        raise configs.ConfigError(f"{options.restore} holds a '{saved['agent']}' run; drop --agent={options.agent}")
+    env_name = saved["env"] if saved else options.env or run.env_name
+    weights = saved["guidance_weights"] if saved else list(config.guidance_weights)
+    if options.guidance_weights:
+        try:
+            weights = [float(w) for w in options.guidance_weights]
+        except ValueError:
+            raise configs.ConfigError(
+                f"--guidance_weights={','.join(map(str, options.guidance_weights))} must be numbers, e.g. 0,0.01,0.1"
+            ) from None
+    configs.check_config(config, weights)
+    try:
+        envs.parse_name(env_name)
+    except ValueError as error:
+        raise configs.ConfigError(f"--env: {error}") from None
+    check_agent_fits_task(options.agent, config, env_name)
+    seeds = [saved["seed"]] if saved else [options.seed + i for i in range(options.num_seeds)]
+    if options.eval_reset_seed is not None and len(seeds) > 1:
+        raise configs.ConfigError("--eval_reset_seed sets one seed's episodes; drop it with --num_seeds")
+    reset_seeds = [1000 * s if options.eval_reset_seed is None else options.eval_reset_seed for s in seeds]
+    shared = dict(agent=options.agent, preset=preset, env=env_name, guidance_weights=weights)
+    shared.update(agent_config=to_plain(config), run=to_plain(run))
+    seed_configs = [{**shared, "seed": s, "eval_reset_seed": r} for s, r in zip(seeds, reset_seeds, strict=True)]
+    train_dirs = [_seed_run_dir(options, s, c) for s, c in zip(seeds, seed_configs, strict=True)]
+    eval_tag = f"{config.estimator}-bo{config.best_of_n}-reset{reset_seeds[0]}"
+    out_dirs = [os.path.join(d, "eval", eval_tag) if saved else d for d in train_dirs]
+    return RunPlan(
+        agent_name=options.agent,
+        preset=preset,
+        env_name=env_name,
+        config=config,
+        run=run,
+        weights=weights,
+        seeds=seeds,
+        reset_seeds=reset_seeds,
+        seed_configs=seed_configs,
+        train_dirs=train_dirs,
+        out_dirs=out_dirs,
+        eval_only=bool(saved),
+        batching=batching,
+        generate_missing=options.generate_missing,
+        allow_config_change=options.allow_config_change,
+        progress=options.progress,
+        command=options.command,
+    )

@@ -1,0 +1,142 @@
+"""What training and evaluating a saved run share: the run's data on its devices, the agent, the seeds'
+states (restored from the latest checkpoint when there is one), their logs, and one evaluation of a
+guidance-weight sweep with its report."""
+
+import dataclasses
+import functools
+import os
+import time
+
+import jax
+import numpy as np
+
+import agents
+import configs
+import envs
+from agents.training import over_seeds
+from runner.config import RunPlan
+from runner.devices import Placement, placement
+from runner.evaluation import make_sweep_evaluator
+from runner.report import write_report
+from runner.run_data import check_data_fits, load_data, make_sampler
+from runner.run_dir import write_config
+from runner.seed_runs import SeedRuns
+
+
+@dataclasses.dataclass
+class Keys:
+    """Per-seed keys [S, 2]; each seed's are those of a run of that seed alone, so seeds trained together
+    equal separate runs."""
+
+    init: jax.Array
+    data: jax.Array
+    val: jax.Array
+    eval: jax.Array
+
+
+@dataclasses.dataclass
+class Session:
+    plan: RunPlan
+    where: Placement
+    agent: agents.Agent
+    sample: object  # `sample(device dataset, key) -> batch`
+    dataset: dict  # the training data, on the devices
+    val_dataset: dict
+    keys: Keys
+    runs: SeedRuns
+    states: object  # the seeds' agent states, with a leading seed axis
+    step: int  # the step `states` are at
+    data_seconds: float
+    sweep: object = None  # runner.evaluation's `evaluate(states, keys, reset_seeds)`
+
+    def train_dataset(self, step: int) -> dict:
+        """The device dataset the chunk of updates starting at `step` samples from (one for the whole run)."""
+        del step
+        return self.dataset
+
+    def evaluate(self, step: int) -> float:
+        """Evaluates the sweep at `step` for every seed: eval.csv rows, TensorBoard scalars, report and its
+        table printed. Returns the wall time in seconds."""
+        plan = self.plan
+        eval_step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.eval, step)
+        rows_per_seed, timing = self.sweep(self.states, eval_step_keys, plan.reset_seeds)
+        config = plan.config
+        for seed, rows, log, writer, out_dir in zip(
+            plan.seeds, rows_per_seed, self.runs.eval_logs, self.runs.writers, plan.out_dirs, strict=True
+        ):
+            for row in rows:
+                log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})
+                writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
+            table = write_report(
+                out_dir,
+                rows,
+                step=step,
+                env_name=plan.env_name,
+                agent_name=plan.agent_name,
+                estimator=config.estimator,
+                best_of_n=config.best_of_n,
+                command=plan.command,
+            )
+            print(
+                f"\nStep {step}, seed {seed}: success per guidance weight ({timing['eval_seconds']:.0f} s for "
+                f"{len(plan.seeds)} seed(s), of which policy {timing['policy_seconds']:.0f} s)\n{table}\n",
+                flush=True,
+            )
+        return timing["eval_seconds"]
+
+    def close(self) -> None:
+        self.runs.close()
+
+
+def act_with_weights(agent, state, observations, key, guidance_weight, goals):
+    return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals)
+
+
+def open_session(plan: RunPlan) -> Session:
+    """Writes each seed's config.json (training), loads the data, builds the agent and its states (restored
+    from the latest checkpoint every seed has) and opens the logs."""
+    if not plan.eval_only:
+        for train_dir, seed_config in zip(plan.train_dirs, plan.seed_configs, strict=True):
+            write_config(train_dir, seed_config, plan.allow_config_change)
+    for d in plan.out_dirs:
+        os.makedirs(d, exist_ok=True)
+    where = placement(len(plan.seeds), plan.config.batch_size)
+    mapped = " (seeds mapped one after another)" if len(plan.seeds) > 1 and plan.batching == "map" else ""
+    print(
+        f"{plan.agent_name} on {plan.env_name}, preset '{plan.preset}', seed(s) {', '.join(map(str, plan.seeds))} "
+        f"on {where.description}{mapped}; run dir(s) {', '.join(plan.out_dirs)}",
+        flush=True,
+    )
+
+    start = time.perf_counter()
+    _, train_data, val_data = load_data(plan.env_name, plan.run, plan.generate_missing, plan.progress)
+    check_data_fits(train_data, plan.config)
+    dataset = where.put_replicated(envs.to_device_dataset(train_data))
+    val_dataset = where.put_replicated(envs.to_device_dataset(val_data or train_data))
+    data_seconds = time.perf_counter() - start
+
+    sample = make_sampler(plan.config, plan.env_name)
+    agent = agents.make(plan.agent_name, plan.config)
+    split = np.stack([jax.random.split(jax.random.PRNGKey(seed), 4) for seed in plan.seeds], axis=1)
+    keys = Keys(*(where.put_seeds(k) for k in split))
+    init = over_seeds(lambda key, data_key: agent.init(key, sample(dataset, data_key)), batching=plan.batching)
+    states = where.put_seeds(jax.jit(init)(keys.init, keys.data))
+    runs = SeedRuns(plan.train_dirs, plan.out_dirs)
+    step = runs.resume_step()
+    if step:
+        states = where.put_seeds(runs.restore(step, states))
+        print(f"Resumed from the checkpoint at step {step}.", flush=True)
+    elif plan.eval_only:
+        runs.close()
+        raise configs.ConfigError(f"{plan.train_dirs[0]} has no checkpoint to evaluate; train it first")
+    runs.open_logs(step, train=not plan.eval_only)
+    session = Session(plan, where, agent, sample, dataset, val_dataset, keys, runs, states, step, data_seconds)
+    session.sweep = make_sweep_evaluator(
+        functools.partial(act_with_weights, agent),
+        plan.env_name,
+        plan.weights,
+        plan.run.eval_episodes,
+        plan.run.eval_envs,
+        seed_batching=plan.batching,
+    )
+    return session

@@ -1,0 +1,75 @@
+"""The train loop: chunks of `steps_per_call` updates per compiled call, with validation and train.csv rows
+every `log_every` steps, a sweep evaluation every `eval_every` and checkpoints every `save_every`."""
+
+import os
+import time
+
+import jax
+from tqdm import tqdm
+
+from agents.training import check_finite, make_train_chunk, over_seeds
+from runner.config import RunPlan
+from runner.session import open_session
+
+
+def train_rows(step: int, steps_per_s: float, metrics: dict, val_metrics: dict, num_seeds: int) -> list[dict]:
+    """One train.csv row per seed from the chunk's mean metrics and the validation metrics ([S] arrays)."""
+    rows = []
+    for i in range(num_seeds):
+        row = {"step": step, "steps_per_s": steps_per_s}
+        row.update({f"train/{k}": float(v[i]) for k, v in metrics.items()})
+        row.update({f"val/{k}": float(v[i]) for k, v in val_metrics.items()})
+        rows.append(row)
+    return rows
+
+
+def train(plan: RunPlan) -> list[str]:
+    """Trains (or resumes) the plan's seeds to `run.train_steps`; returns the paths of their reports."""
+    session = open_session(plan)
+    run, agent, sample, where = plan.run, session.agent, session.sample, session.where
+    train_chunk = make_train_chunk(agent, sample, run.steps_per_call, where.constrain_batch, plan.batching)
+    validate = jax.jit(
+        over_seeds(lambda state, key: agent.validate(state, sample(session.val_dataset, key)), batching=plan.batching)
+    )
+    fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+    seconds = {"data": session.data_seconds, "train": 0.0, "eval": 0.0}
+    step = session.step
+    last_log = (time.perf_counter(), step)  # for steps/s between two logs
+    bar = tqdm(total=run.train_steps, initial=step, disable=not plan.progress, unit="step", dynamic_ncols=True)
+    try:
+        while step < run.train_steps:
+            start = time.perf_counter()
+            dataset = session.train_dataset(step)
+            session.states, metrics = train_chunk(session.states, dataset, fold_in(session.keys.data, step))
+            first, step = step, step + run.steps_per_call
+            session.step = step
+            metrics = jax.device_get(metrics)
+            check_finite(metrics, first, step, session.runs.checkpoints[0].latest_step(), plan.seeds)
+            if step % run.log_every == 0:
+                val_metrics = jax.device_get(validate(session.states, fold_in(session.keys.val, step)))
+                rate = (step - last_log[1]) / (time.perf_counter() - last_log[0])
+                last_log = (time.perf_counter(), step)
+                rows = train_rows(step, rate, metrics, val_metrics, len(plan.seeds))
+                for row, log, writer in zip(rows, session.runs.train_logs, session.runs.writers, strict=True):
+                    log.write(row)
+                    for k, v in row.items():
+                        if k not in ("step", "steps_per_s"):
+                            writer.add_scalar(k, v, step)
+                bar.set_postfix(bc=f"{row['train/policy/bc_loss']:.3f}", q=f"{row['train/critic/q_mean']:.1f}")
+            jax.block_until_ready(session.states)
+            seconds["train"] += time.perf_counter() - start
+            bar.update(run.steps_per_call)
+            if step % run.eval_every == 0 or step == run.train_steps:
+                seconds["eval"] += session.evaluate(step)
+            if step % run.save_every == 0 or step == run.train_steps:
+                session.runs.save(step, session.states)
+    finally:
+        bar.close()
+        session.close()
+    reports = [os.path.join(d, "report.md") for d in plan.out_dirs]
+    print(
+        f"Done: data {seconds['data']:.0f} s, training {seconds['train']:.0f} s, evaluation {seconds['eval']:.0f} s. "
+        f"Report(s): {', '.join(reports)}",
+        flush=True,
+    )
+    return reports

@@ -52,6 +52,9 @@ def qgf_config() -> ml_collections.ConfigDict:
     c.guidance_weight = 0.04  # Weight w used by `act` when the caller gives none.
     c.guidance_weights = PAPER_GUIDANCE_WEIGHTS  # The sweep evaluated in one batch.
     c.best_of_n = 1  # Guided candidates per decision; the highest-Q one is executed.
+    # Bootstrap masks: "success" (OGBench's: 0 on solved states) or "trajectory_end" (1 - terminals, the official
+    # 100M loader's: bootstrapping goes on through success and stops at each recorded trajectory's end).
+    c.mask_convention = "success"
     return c
 
 
@@ -70,6 +73,7 @@ def run_config() -> ml_collections.ConfigDict:
     c.dataset_path = ""  # A dataset .npz file or a directory of .npz slices, instead of dataset_dir.
     c.dataset_episodes = 0  # Episodes to generate when the dataset is missing (0: OGBench's count).
     c.dataset_episode_steps = 1001  # Steps per generated episode (OGBench's recipe: 1001).
+    c.slice_every = 1000  # With a directory of slices: update steps per slice before the next (official: 1000).
     return c
 
 
@@ -115,6 +119,7 @@ def gcqgf_config() -> ml_collections.ConfigDict:
     c = qgf_config()
     c.agent_name = "gcqgf"
     c.goal_conditioned = True  # Batches carry relabelled goals; evaluation runs OGBench's 5 tasks.
+    del c.mask_convention  # Rewards and masks come from the relabelled goals, not from the dataset.
     c.discount = 0.99  # OGBench's goal-conditioned discount for the manipulation tasks.
     # Goals of the critic and value (the rewards' goals): OGBench's value-goal proportions.
     c.p_cur = 0.2  # Goal = the chunk's start state.
@@ -139,13 +144,15 @@ AGENT_CONFIGS = {
 
 
 def paper_preset(c: ml_collections.ConfigDict) -> None:
-    """The paper's main single-task setting (4×1024 networks, batch 1024, γ = 0.999). A goal-conditioned agent
-    takes the networks and batch (also OGBench's goal-conditioned batch size) and keeps its own γ = 0.99."""
+    """The paper's main single-task setting (4×1024 networks, batch 1024, γ = 0.999, the 100M loader's masks
+    1 - terminals). A goal-conditioned agent takes the networks and batch (also OGBench's goal-conditioned batch
+    size) and keeps its own γ = 0.99 and relabelled-goal masks."""
     c.actor_hidden_dims = (1024, 1024, 1024, 1024)
     c.critic_hidden_dims = (1024, 1024, 1024, 1024)
     c.batch_size = 1024
     if not c.get("goal_conditioned", False):
         c.discount = 0.999
+        c.mask_convention = "trajectory_end"
 
 
 def demo_preset(c: ml_collections.ConfigDict) -> None:
@@ -300,6 +307,7 @@ def get_run_config(preset: str = "default", agent: str = "qgf") -> ml_collection
 
 
 ESTIMATOR_NAMES = ("qgf", "jacobian", "noisy", "bptt", "none")  # guidance.ESTIMATORS' keys (a test checks)
+MASK_CONVENTIONS = ("success", "trajectory_end")  # envs.MASK_CONVENTIONS (a test checks)
 
 
 def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
@@ -343,6 +351,12 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
         )
     if config.agent_name == "edp":
         require(config.bc_weight >= 0, f"--agent.bc_weight={config.bc_weight} must be >= 0")
+    if "mask_convention" in config:  # Not gcqgf, whose masks come from relabelled goals.
+        require(
+            config.mask_convention in MASK_CONVENTIONS,
+            f"unknown --agent.mask_convention={config.mask_convention!r}"
+            f"{closest(config.mask_convention, MASK_CONVENTIONS)}; choose one of {list(MASK_CONVENTIONS)}",
+        )
     if config.get("goal_conditioned", False):
         for prefix in ("", "actor_"):  # The critic's and the velocity field's goal proportions.
             names = [f"{prefix}p_{kind}" for kind in ("cur", "traj", "rand")]

@@ -69,7 +69,7 @@ def evaluate(
     *,
     seed: int = 0,
     max_steps: int | None = None,
-    record_frames: bool = False,
+    record_frames=False,
     task_ids=None,
     num_envs: int | None = None,
     env_kwargs: dict | None = None,
@@ -78,9 +78,12 @@ def evaluate(
 ) -> dict:
     """Run `num_episodes` episodes of `policy_fn`; return numpy arrays per episode:
     `success` (OGBench's `info['success']` at the last step), `returns`, `lengths`, `task_ids`
-    (goal-conditioned), and `frames` (a list of [T, H, W, 3] arrays) when `record_frames`.
+    (goal-conditioned), and, when `record_frames`, `frames`: per episode its [length + 1, H, W, 3] uint8
+    frames (the reset state, then one per step), or None for an episode not recorded.
 
-    Frames need an OpenGL backend: without a display, run with `MUJOCO_GL=egl` in the environment.
+    `record_frames` is True (every episode), False, or the indices of the episodes to record: only the envs
+    running those render. Frames need an off-screen OpenGL backend, chosen by `MUJOCO_GL=egl` (or `osmesa`)
+    in the environment before MuJoCo is first imported (runner.videos.choose_gl_backend).
     `reset_seeds` (default `seed + i`) gives each episode's reset seed, e.g. to run several policies
     as separate episodes of one batch from the same starts. `max_steps` cuts episodes shorter than the
     env's own limit. `num_envs` (default: all episodes at once) bounds how many environments exist;
@@ -121,10 +124,15 @@ def _run(runner, policy_fn, reset_seeds, task_ids, num_envs, max_steps, record_f
     returns = np.zeros(num_episodes, np.float32)
     lengths = np.zeros(num_episodes, np.int64)
     frames = [None] * num_episodes
+    record = np.zeros(num_episodes, bool)  # which episodes render
+    if record_frames is True:
+        record[:] = True
+    elif record_frames is not False:
+        record[np.asarray(record_frames, np.int64)] = True
     for first in range(0, num_episodes, num_envs):
         ids = np.arange(first, min(first + num_envs, num_episodes))  # the last wave may use fewer envs
         starts = [(int(reset_seeds[i]), None if task_ids is None else int(task_ids[i])) for i in ids]
-        observations, goals = runner.reset(starts, record_frames)
+        observations, goals = runner.reset(starts, [bool(record[i]) for i in ids])
         active = np.arange(len(ids))  # slots (positions in this wave) of unfinished episodes
         while len(active):
             args = [observations[active], ids[active]]
@@ -143,6 +151,6 @@ def _run(runner, policy_fn, reset_seeds, task_ids, num_envs, max_steps, record_f
     results = {"success": success, "returns": returns, "lengths": lengths}
     if task_ids is not None:
         results["task_ids"] = task_ids
-    if record_frames:
+    if record.any():
         results["frames"] = frames
     return results

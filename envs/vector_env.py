@@ -1,7 +1,8 @@
 """Evaluation episodes stepped in this process (`LocalEpisodes`) or over spawned workers (`WorkerPool`).
 
 Both expose the same three calls, so `envs.rollouts.evaluate` runs one loop over either:
-`reset(starts, record_frames) -> (observations [n, O], goals [n, O] or None)` for slots 0..n-1,
+`reset(starts, record_frames) -> (observations [n, O], goals [n, O] or None)` for slots 0..n-1 (with
+`record_frames` one bool per slot: only those slots' envs render),
 `step(slots, chunks, max_steps) -> (observations [len(slots), O], done [len(slots)])`, and
 `results() -> [(success, return, length, frames or None)]` per slot. Every chunk is executed by
 `Episode.run_chunk`, in whichever process holds the env, so the two give identical results.
@@ -38,7 +39,7 @@ class Episode:
         self.returns = np.float32(0.0)
         self.length = 0
         self.success = 0.0
-        self.frames = [env.render()] if record_frames else None
+        self.frames = [_first_frame(env)] if record_frames else None
 
     def run_chunk(self, chunk, max_steps) -> bool:
         """Execute the actions of `chunk` [H, A] until the episode ends; return whether it ended."""
@@ -51,11 +52,31 @@ class Episode:
                 self.frames.append(self.env.render())
             if terminated or truncated or (max_steps is not None and self.length >= max_steps):
                 self.success = float(info["success"])
+                if self.frames is not None:
+                    _release_renderer(self.env)
                 return True
         return False
 
     def result(self) -> tuple:
         return self.success, self.returns, self.length, None if self.frames is None else np.stack(self.frames)
+
+
+def _first_frame(env):
+    """The first frame of a recorded episode, rendered without shadows or multisampling: OGBench's defaults
+    (a 4096² shadow map, 4× multisampling) cost ~0.14 s per 200×200 frame on a software (llvmpipe) renderer,
+    ~0.02 s without. The renderer reads these settings when it is created, at this first render."""
+    quality = env.unwrapped.model.vis.quality
+    quality.shadowsize, quality.offsamples = 0, 0
+    return env.render()
+
+
+def _release_renderer(env) -> None:
+    """Closes the off-screen renderer that OGBench keeps on an env after its first render (its GL context and
+    buffers, ~100 MB): evaluation envs are cached across evaluations, and only recorded episodes need one."""
+    unwrapped = env.unwrapped
+    if getattr(unwrapped, "_renderer", None) is not None:
+        unwrapped._renderer.close()
+        unwrapped._renderer = None
 
 
 class LocalEpisodes:
@@ -67,11 +88,13 @@ class LocalEpisodes:
         self.envs = [] if envs is None else envs
         self.episodes = []
 
-    def reset(self, starts, record_frames: bool) -> tuple:
-        """`starts`: one (reset seed, task id or None) per slot."""
+    def reset(self, starts, record_frames) -> tuple:
+        """`starts`: one (reset seed, task id or None) per slot; `record_frames`: one bool per slot."""
         while len(self.envs) < len(starts):
             self.envs.append(make_env(self.env_name, **self.env_kwargs))
-        self.episodes = [Episode(env, s, t, record_frames) for env, (s, t) in zip(self.envs, starts, strict=False)]
+        self.episodes = [
+            Episode(env, s, t, record) for env, (s, t), record in zip(self.envs, starts, record_frames, strict=False)
+        ]
         observations = np.stack([e.observation for e in self.episodes]) if self.episodes else None
         goals = np.stack([e.goal for e in self.episodes]) if self.episodes and starts[0][1] is not None else None
         return observations, goals
@@ -157,10 +180,12 @@ class WorkerPool:
         parts = {w: np.flatnonzero(slots % self.num_workers == w) for w in range(self.num_workers)}
         return {w: p for w, p in parts.items() if len(p)}
 
-    def reset(self, starts, record_frames: bool) -> tuple:
+    def reset(self, starts, record_frames) -> tuple:
         self.num_slots = len(starts)
         parts = self._split(np.arange(len(starts)))
-        replies = self._request({w: ("reset", [starts[i] for i in p], record_frames) for w, p in parts.items()})
+        replies = self._request(
+            {w: ("reset", [starts[i] for i in p], [record_frames[i] for i in p]) for w, p in parts.items()}
+        )
         observations = _scatter(parts, {w: r[0] for w, r in replies.items()}, len(starts))
         goals = None if starts[0][1] is None else _scatter(parts, {w: r[1] for w, r in replies.items()}, len(starts))
         return observations, goals

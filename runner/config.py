@@ -14,10 +14,18 @@ import ml_collections
 import configs
 import envs
 from runner.devices import seed_batching
-from runner.run_data import check_agent_fits_task
+from runner.run_data import check_agent_fits_task, slice_directory
 from runner.run_dir import default_run_dir, to_plain
 
-RUN_OVERRIDES = ("train_steps", "steps_per_call", "log_every", "eval_every", "save_every", "eval_episodes")
+RUN_OVERRIDES = (
+    "train_steps",
+    "steps_per_call",
+    "log_every",
+    "eval_every",
+    "save_every",
+    "eval_episodes",
+    "slice_every",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +45,7 @@ class Options:
     eval_every: int | None = None
     save_every: int | None = None
     eval_episodes: int | None = None
+    slice_every: int | None = None
     guidance_weights: list | None = None  # numbers, or strings of them (flags)
     run_dir: str | None = None  # '{seed}' is replaced; default runs/<env>/<agent>/seed<seed>-<config hash>
     dataset_dir: str | None = None
@@ -138,7 +147,12 @@ def resolve(options: Options) -> RunPlan:
             run[name] = getattr(options, name)
     run.dataset_dir = options.dataset_dir or run.dataset_dir
     run.dataset_path = options.dataset_path or run.dataset_path
-    for name in ("log_every", "eval_every", "save_every", "train_steps"):
+    multiples = ("log_every", "eval_every", "save_every", "train_steps")
+    if slice_directory(run):  # Slices are swapped between compiled calls.
+        multiples += ("slice_every",)
+        if run.slice_every < 1:
+            raise configs.ConfigError(f"--slice_every={run.slice_every} must be >= 1 (update steps per slice)")
+    for name in multiples:
         if not saved and run[name] % run.steps_per_call:
             raise configs.ConfigError(
                 f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"

@@ -51,6 +51,15 @@ def format_flops(flops: float | None) -> str:
     )
 
 
+# What each agent.mask_convention means, for reports (None: a goal-conditioned agent, whose masks come from goals).
+MASK_DESCRIPTIONS = {
+    "success": "`success` (OGBench's: bootstrapping stops on states that solve the task)",
+    "trajectory_end": "`trajectory_end` (1 − terminals, the official 100M loader's: bootstrapping goes on through "
+    "success and stops at the end of each recorded trajectory)",
+    None: "from the relabelled goals (goal-conditioned)",
+}
+
+
 def write_report(
     run_dir: str,
     all_rows: list[dict],
@@ -60,6 +69,7 @@ def write_report(
     agent_name: str,
     estimator: str,
     best_of_n: int,
+    mask_convention: str | None,
     command: str,
 ) -> str:
     """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s)."""
@@ -72,6 +82,7 @@ def write_report(
         f"Estimator `{estimator}`, best-of-{best_of_n}. Every weight ran the same reset seeds; "
         "'best' is chosen on these same episodes, so it is optimistic: choose a weight on held-out seeds "
         "before quoting one number.\n\n"
+        f"Bootstrap masks of the training data: {MASK_DESCRIPTIONS[mask_convention]}.\n\n"
         f"{format_flops(rows[0].get('flops_per_decision'))}\n\n"
         f"{table}\n\nCommand:\n\n    {command}\n"
     )

@@ -7,6 +7,7 @@ import numpy as np
 
 import configs
 import envs
+from runner.slice_rotation import SliceRotation
 
 
 def load_data(env_name: str, run, generate_missing: bool, progress: bool) -> tuple:
@@ -26,6 +27,26 @@ def load_data(env_name: str, run, generate_missing: bool, progress: bool) -> tup
         progress=progress,
     )
     return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir)
+
+
+def slice_directory(run) -> str | None:
+    """The run's directory of dataset slices (`run.dataset_path` naming a directory), or None."""
+    return run.dataset_path if run.dataset_path and os.path.isdir(run.dataset_path) else None
+
+
+def device_dataset(dataset: dict, config, where) -> dict:
+    """A numpy dataset on the run's devices (`where`, a runner.devices.Placement) with the agent's bootstrap
+    masks (`config.mask_convention`; gcqgf has none: its masks come from relabelled goals)."""
+    if "mask_convention" in config:
+        dataset = envs.with_mask_convention(dataset, config.mask_convention)
+    return where.put_replicated(envs.to_device_dataset(dataset))
+
+
+def slice_rotation(run, config, env_name: str, env, where, first: dict) -> SliceRotation:
+    """The rotation through the run's directory of slices (every `run.slice_every` steps), each slice read,
+    relabelled (with `env`) and put on the devices like `first`, slice 0 already there."""
+    load = lambda path: device_dataset(envs.load_file(path, env_name, env), config, where)
+    return SliceRotation(envs.slice_paths(slice_directory(run)), run.slice_every, load, first=first)
 
 
 def check_data_fits(dataset: dict, config) -> None:

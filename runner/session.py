@@ -12,15 +12,15 @@ import numpy as np
 
 import agents
 import configs
-import envs
 from agents.training import over_seeds
 from runner.config import RunPlan
 from runner.devices import Placement, placement
 from runner.evaluation import make_sweep_evaluator
 from runner.report import write_report
-from runner.run_data import check_data_fits, load_data, make_sampler
+from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
 from runner.run_dir import write_config
 from runner.seed_runs import SeedRuns
+from runner.slice_rotation import SliceRotation
 
 
 @dataclasses.dataclass
@@ -40,19 +40,24 @@ class Session:
     where: Placement
     agent: agents.Agent
     sample: object  # `sample(device dataset, key) -> batch`
-    dataset: dict  # the training data, on the devices
-    val_dataset: dict
+    dataset: dict | None  # the training data, on the devices (None when `rotation` supplies slices)
+    val_dataset: dict | None  # the validation file's data, on the devices (None without one)
     keys: Keys
     runs: SeedRuns
     states: object  # the seeds' agent states, with a leading seed axis
     step: int  # the step `states` are at
     data_seconds: float
     sweep: object = None  # runner.evaluation's `evaluate(states, keys, reset_seeds)`
+    rotation: SliceRotation | None = None  # training on a directory of slices
 
     def train_dataset(self, step: int) -> dict:
-        """The device dataset the chunk of updates starting at `step` samples from (one for the whole run)."""
-        del step
-        return self.dataset
+        """The device dataset the chunk of updates starting at `step` samples from: the slice of that step on a
+        directory of slices, else the run's one dataset."""
+        return self.dataset if self.rotation is None else self.rotation.dataset(step)
+
+    def validation_dataset(self, step: int) -> dict:
+        """The validation file's data, or without one the training data of the chunk starting at `step`."""
+        return self.train_dataset(step) if self.val_dataset is None else self.val_dataset
 
     def evaluate(self, step: int) -> float:
         """Evaluates the sweep at `step` for every seed: eval.csv rows, TensorBoard scalars, report and its
@@ -75,6 +80,7 @@ class Session:
                 agent_name=plan.agent_name,
                 estimator=config.estimator,
                 best_of_n=config.best_of_n,
+                mask_convention=config.get("mask_convention"),
                 command=plan.command,
             )
             print(
@@ -85,6 +91,8 @@ class Session:
         return timing["eval_seconds"]
 
     def close(self) -> None:
+        if self.rotation is not None:
+            self.rotation.close()
         self.runs.close()
 
 
@@ -109,10 +117,13 @@ def open_session(plan: RunPlan) -> Session:
     )
 
     start = time.perf_counter()
-    _, train_data, val_data = load_data(plan.env_name, plan.run, plan.generate_missing, plan.progress)
+    env, train_data, val_data = load_data(plan.env_name, plan.run, plan.generate_missing, plan.progress)
     check_data_fits(train_data, plan.config)
-    dataset = where.put_replicated(envs.to_device_dataset(train_data))
-    val_dataset = where.put_replicated(envs.to_device_dataset(val_data or train_data))
+    dataset = device_dataset(train_data, plan.config, where)
+    val_dataset = None if val_data is None else device_dataset(val_data, plan.config, where)
+    rotation = None
+    if slice_directory(plan.run) and not plan.eval_only:
+        rotation = slice_rotation(plan.run, plan.config, plan.env_name, env, where, first=dataset)
     data_seconds = time.perf_counter() - start
 
     sample = make_sampler(plan.config, plan.env_name)
@@ -130,7 +141,10 @@ def open_session(plan: RunPlan) -> Session:
         runs.close()
         raise configs.ConfigError(f"{plan.train_dirs[0]} has no checkpoint to evaluate; train it first")
     runs.open_logs(step, train=not plan.eval_only)
-    session = Session(plan, where, agent, sample, dataset, val_dataset, keys, runs, states, step, data_seconds)
+    # With slices, the rotation alone holds slice 0, so that it can release it: at most two slices alive.
+    train_data = None if rotation else dataset
+    session = Session(plan, where, agent, sample, train_data, val_dataset, keys, runs, states, step, data_seconds)
+    session.rotation = rotation
     session.sweep = make_sweep_evaluator(
         functools.partial(act_with_weights, agent),
         plan.env_name,

@@ -29,7 +29,11 @@ def train(plan: RunPlan) -> list[str]:
     run, agent, sample, where = plan.run, session.agent, session.sample, session.where
     train_chunk = make_train_chunk(agent, sample, run.steps_per_call, where.constrain_batch, plan.batching)
     validate = jax.jit(
-        over_seeds(lambda state, key: agent.validate(state, sample(session.val_dataset, key)), batching=plan.batching)
+        over_seeds(
+            lambda state, dataset, key: agent.validate(state, sample(dataset, key)),
+            in_axes=(0, None, 0),
+            batching=plan.batching,
+        )
     )
     fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     seconds = {"data": session.data_seconds, "train": 0.0, "eval": 0.0}
@@ -39,17 +43,23 @@ def train(plan: RunPlan) -> list[str]:
     try:
         while step < run.train_steps:
             start = time.perf_counter()
-            dataset = session.train_dataset(step)
-            session.states, metrics = train_chunk(session.states, dataset, fold_in(session.keys.data, step))
+            # Not kept in a variable: the rotation releases the previous slice when it hands over the next.
+            keys = fold_in(session.keys.data, step)
+            session.states, metrics = train_chunk(session.states, session.train_dataset(step), keys)
             first, step = step, step + run.steps_per_call
             session.step = step
             metrics = jax.device_get(metrics)
             check_finite(metrics, first, step, session.runs.checkpoints[0].latest_step(), plan.seeds)
             if step % run.log_every == 0:
-                val_metrics = jax.device_get(validate(session.states, fold_in(session.keys.val, step)))
+                val_data = session.validation_dataset(first)
+                val_metrics = jax.device_get(validate(session.states, val_data, fold_in(session.keys.val, step)))
+                del val_data
                 rate = (step - last_log[1]) / (time.perf_counter() - last_log[0])
                 last_log = (time.perf_counter(), step)
                 rows = train_rows(step, rate, metrics, val_metrics, len(plan.seeds))
+                if session.rotation is not None:
+                    for row in rows:
+                        row["data/slice"] = session.rotation.index(first)  # the slice this chunk trained on
                 for row, log, writer in zip(rows, session.runs.train_logs, session.runs.writers, strict=True):
                     log.write(row)
                     for k, v in row.items():

@@ -3,7 +3,7 @@
 Never downloads: a missing file raises `DatasetMissingError` naming the generate command.
 Single-task names get `rewards` and `masks` from OGBench's own relabelling, so success means
 exactly what OGBench means. A directory of `.npz` slices (OGBench's 100M-transition datasets)
-is read one slice at a time through `DatasetSlices`.
+is checked whole at start (`check_slices`, headers only) and read one slice at a time.
 
 Returned datasets are OGBench's regular layout (numpy, one row per transition):
 `observations`, `actions`, `next_observations`, `terminals` (float32, 1 on the last transition of
@@ -12,10 +12,12 @@ each trajectory), plus `rewards` and `masks` for single-task names.
 
 import glob
 import os
+import re
 import zipfile
 import zlib
 
 import numpy as np
+from numpy.lib import format as fmt
 
 from envs.generate import DEFAULT_DATASET_DIR, generate_command
 from envs.specs import parse_name
@@ -76,6 +78,58 @@ _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zip
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 
 
+def _required_keys(env, need_info: bool) -> list:
+    required = list(REQUIRED_KEYS)
+    if need_info:
+        required.append("qpos")
+        if hasattr(env.unwrapped, "_cur_button_states"):
+            required.append("button_states")
+    return required
+
+
+def _check_archive(path: str, hint: str) -> None:
+    """Raise DatasetFormatError unless `path` is a readable zip archive (an .npz file)."""
+    if not os.path.isfile(path):
+        raise DatasetFormatError(f"{path} is not a file; {hint}")
+    if not os.access(path, os.R_OK):
+        raise DatasetFormatError(f"{path} is not readable (permission denied); fix its permissions")
+    if not zipfile.is_zipfile(path):
+        raise DatasetFormatError(f"{path} is not an .npz archive (truncated, or not a dataset file); {hint}")
+
+
+def _check_layout(path: str, layout: dict, env, need_info: bool, hint: str) -> None:
+    """Check each array's (shape, dtype) in `layout` against `env`: one row per transition everywhere."""
+    shape, dtype = layout["terminals"]
+    if len(shape) != 1 or shape[0] < 2:
+        raise DatasetFormatError(f"{path}: terminals must be a vector of at least 2 rows, got shape {shape}; {hint}")
+    if dtype.kind not in "b" + _REAL_KINDS:
+        raise DatasetFormatError(f"{path}: terminals must hold 0/1 (or booleans), got dtype {dtype}; {hint}")
+    n = shape[0]
+    ob_dim = env.observation_space.shape[0]
+    action_dim = env.action_space.shape[0]
+    expected = {"observations": (n, ob_dim), "actions": (n, action_dim)}
+    if need_info:
+        expected["qpos"] = (n, env.unwrapped._model.nq)
+        if "qvel" in layout:
+            expected["qvel"] = (n, env.unwrapped._model.nv)
+        if "button_states" in layout:
+            expected["button_states"] = (n, env.unwrapped._num_buttons)
+    for k, want in expected.items():
+        shape, dtype = layout[k]
+        if tuple(shape) != want:
+            raise DatasetFormatError(
+                f"{path}: {k} has shape {tuple(shape)}, expected {want} for {env.spec.id} "
+                f"(observation size {ob_dim}, action size {action_dim}); {hint}"
+            )
+        kinds = "biu" if k == "button_states" else _REAL_KINDS
+        if dtype.kind not in kinds:
+            raise DatasetFormatError(
+                f"{path}: {k} has dtype {dtype}, expected "
+                + ("integers" if k == "button_states" else "real numbers (float32 in OGBench's files)")
+                + f"; {hint}"
+            )
+
+
 def validate_file(path: str, env, need_info: bool, env_name: str | None = None) -> None:
     """Check an OGBench `.npz` file against `env`; raise DatasetFormatError naming the file and what to do.
 
@@ -83,20 +137,11 @@ def validate_file(path: str, env, need_info: bool, env_name: str | None = None) 
     damaged one is found here), then the keys, shapes and dtypes, and that the last row ends an episode.
     """
     hint = _regenerate_hint(path, env_name)
-    if not os.path.isfile(path):
-        raise DatasetFormatError(f"{path} is not a file; {hint}")
-    if not os.access(path, os.R_OK):
-        raise DatasetFormatError(f"{path} is not readable (permission denied); fix its permissions")
-    if not zipfile.is_zipfile(path):
-        raise DatasetFormatError(f"{path} is not an .npz archive (truncated, or not a dataset file); {hint}")
+    _check_archive(path, hint)
     try:
         with np.load(path, allow_pickle=False) as file:
             keys = set(file.files)
-            required = list(REQUIRED_KEYS)
-            if need_info:
-                required.append("qpos")
-                if hasattr(env.unwrapped, "_cur_button_states"):
-                    required.append("button_states")
+            required = _required_keys(env, need_info)
             missing = [k for k in required if k not in keys]
             if missing:
                 raise DatasetFormatError(f"{path}: missing keys {missing} (it has {sorted(keys)}); {hint}")
@@ -107,38 +152,39 @@ def validate_file(path: str, env, need_info: bool, env_name: str | None = None) 
     except _READ_ERRORS as e:
         raise DatasetFormatError(f"{path} is damaged or not a dataset file ({_one_line(e)}); {hint}") from e
 
+    _check_layout(path, {k: (v.shape, v.dtype) for k, v in arrays.items()}, env, need_info, hint)
     terminals = arrays["terminals"]
-    if terminals.ndim != 1 or len(terminals) < 2:
-        raise DatasetFormatError(
-            f"{path}: terminals must be a vector of at least 2 rows, got shape {terminals.shape}; {hint}"
-        )
-    n = len(terminals)
-    if terminals.dtype.kind not in "b" + _REAL_KINDS or not np.isin(terminals, (0, 1)).all():
-        raise DatasetFormatError(f"{path}: terminals must hold 0/1 (or booleans), got dtype {terminals.dtype}; {hint}")
+    if not np.isin(terminals, (0, 1)).all():
+        raise DatasetFormatError(f"{path}: terminals must hold 0/1 (or booleans); {hint}")
     if not terminals[-1]:
         raise DatasetFormatError(f"{path}: the last row does not end an episode (terminals[-1] is 0); {hint}")
-    ob_dim = env.observation_space.shape[0]
-    action_dim = env.action_space.shape[0]
-    expected = {"observations": (n, ob_dim), "actions": (n, action_dim)}
-    if need_info:
-        expected["qpos"] = (n, env.unwrapped._model.nq)
-        if "qvel" in arrays:
-            expected["qvel"] = (n, env.unwrapped._model.nv)
-        if "button_states" in arrays:
-            expected["button_states"] = (n, env.unwrapped._num_buttons)
-    for k, shape in expected.items():
-        if arrays[k].shape != shape:
-            raise DatasetFormatError(
-                f"{path}: {k} has shape {arrays[k].shape}, expected {shape} for {env.spec.id} "
-                f"(observation size {ob_dim}, action size {action_dim}); {hint}"
-            )
-        kinds = "biu" if k == "button_states" else _REAL_KINDS
-        if arrays[k].dtype.kind not in kinds:
-            raise DatasetFormatError(
-                f"{path}: {k} has dtype {arrays[k].dtype}, expected "
-                + ("integers" if k == "button_states" else "real numbers (float32 in OGBench's files)")
-                + f"; {hint}"
-            )
+
+
+def validate_header(path: str, env, need_info: bool, env_name: str | None = None) -> None:
+    """`validate_file`'s checks of keys, shapes and dtypes, read from the archive's directory and the arrays'
+    `.npy` headers only: milliseconds for a 1 GB slice, so every slice of a 100M directory is checked at start.
+    A member damaged inside its compressed data is found only when the slice is loaded (by `validate_file`)."""
+    hint = _regenerate_hint(path, env_name)
+    _check_archive(path, hint)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name[: -len(".npy")]: name for name in archive.namelist() if name.endswith(".npy")}
+            required = _required_keys(env, need_info)
+            missing = [k for k in required if k not in members]
+            if missing:
+                raise DatasetFormatError(f"{path}: missing keys {missing} (it has {sorted(members)}); {hint}")
+            layout = {}
+            for k in required + [k for k in INFO_KEYS if need_info and k in members and k not in required]:
+                with archive.open(members[k]) as member:
+                    version = fmt.read_magic(member)
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, _, dtype = read(member)
+                layout[k] = (shape, dtype)
+    except DatasetFormatError:
+        raise
+    except _READ_ERRORS as e:
+        raise DatasetFormatError(f"{path} is damaged or not a dataset file ({_one_line(e)}); {hint}") from e
+    _check_layout(path, layout, env, need_info, hint)
 
 
 def load_file(path: str, env_name: str, env) -> dict:
@@ -161,12 +207,56 @@ def load_file(path: str, env_name: str, env) -> dict:
     return dataset
 
 
+# A numbered slice name: `<stem><digits>.npz` (OGBench's 100M slices are numbered with a fixed width).
+_NUMBERED_SLICE = re.compile(r"^(?P<stem>.*?)(?P<number>\d+)\.npz$")
+
+
 def slice_paths(directory: str) -> list:
-    """Training slices of a directory of `.npz` files (sorted; `-val.npz` files excluded)."""
+    """Training slices of a directory of `.npz` files, sorted by name (`-val.npz` files excluded), as the
+    official loader lists them. Raises DatasetMissingError when there is none, or when numbered slices
+    (`<name>-000.npz`, `<name>-001.npz`, ...) skip a number: the message names the missing file."""
     paths = sorted(p for p in glob.glob(os.path.join(directory, "*.npz")) if not p.endswith("-val.npz"))
     if not paths:
         raise DatasetMissingError(f"no .npz slices in {directory}; put OGBench's dataset slices there")
+    numbered = [_NUMBERED_SLICE.match(os.path.basename(p)) for p in paths]
+    if all(numbered) and len({m["stem"] for m in numbered}) == 1:
+        stem, width = numbered[0]["stem"], len(numbered[0]["number"])
+        numbers = sorted(int(m["number"]) for m in numbered)
+        for expected, number in zip(range(numbers[0], numbers[0] + len(numbers)), numbers, strict=True):
+            if number != expected:
+                missing = os.path.join(directory, f"{stem}{expected:0{width}d}.npz")
+                raise DatasetMissingError(
+                    f"{missing} is missing: the slices in {directory} skip from {expected - 1} to {number}; "
+                    "put the file back (OGBench's 100M datasets are complete directories)"
+                )
     return paths
+
+
+def check_slices(paths: list, env_name: str, env) -> None:
+    """Every slice's keys, shapes and dtypes from its headers (seconds for 100 slices of 1 GB), so a
+    missing or malformed slice fails at start and not hours into a run."""
+    for path in paths:
+        validate_header(path, env, need_info=parse_name(env_name).singletask, env_name=env_name)
+
+
+MASK_CONVENTIONS = ("success", "trajectory_end")
+
+
+def with_mask_convention(dataset: dict, convention: str) -> dict:
+    """`dataset` with the bootstrap masks of `convention` (a new dict; the arrays are shared).
+
+    "success" keeps OGBench's relabelled masks: 0 on the states that solve the task, so success is
+    absorbing and a trajectory's time-limit end bootstraps. "trajectory_end" is the official QGF 100M
+    loader's: masks = 1 - terminals, so bootstrapping continues through success states and stops at the
+    last transition of every recorded trajectory. Goal-conditioned datasets have no masks to change.
+    """
+    if convention not in MASK_CONVENTIONS:
+        raise ValueError(f"unknown mask convention {convention!r}; choose one of {MASK_CONVENTIONS}")
+    if convention == "success":
+        return dataset
+    if "masks" not in dataset:
+        raise ValueError("mask convention 'trajectory_end' needs a single-task dataset (with rewards and masks)")
+    return {**dataset, "masks": 1.0 - np.asarray(dataset["terminals"], np.float32)}
 
 
 def make_env_and_datasets(
@@ -176,44 +266,19 @@ def make_env_and_datasets(
 
     Files are `<dataset_dir>/<dataset>.npz` and `<dataset>-val.npz` (OGBench's names and default
     directory). `dataset_path` overrides that: a `.npz` file (its validation file beside it, named
-    `-val.npz`), or a directory of slices (the first slice is returned; use `DatasetSlices` to
-    move through the others; the validation set is the directory's first `-val.npz` file, or None).
+    `-val.npz`), or a directory of slices: every slice's headers are checked (`check_slices`), the first
+    slice is returned (runner.slice_rotation moves through the others), and the validation set is the
+    directory's first `-val.npz` file, or None.
     """
     env = make_env(env_name, **(env_kwargs or {}))
     if dataset_path is not None and os.path.isdir(dataset_path):
-        slices = DatasetSlices(dataset_path, env_name, env, swap_every=0)
-        return env, slices.current, slices.load_validation()
+        paths = slice_paths(dataset_path)
+        check_slices(paths, env_name, env)
+        val = sorted(glob.glob(os.path.join(dataset_path, "*-val.npz")))
+        return env, load_file(paths[0], env_name, env), load_file(val[0], env_name, env) if val else None
     if dataset_path is not None:
         paths = (dataset_path, dataset_path[: -len(".npz")] + "-val.npz")
     else:
         paths = dataset_paths(env_name, dataset_dir)
     _check_exists(paths, env_name, dataset_dir)
     return env, load_file(paths[0], env_name, env), load_file(paths[1], env_name, env)
-
-
-class DatasetSlices:
-    """Cycle through a directory of dataset slices, loading the next one every `swap_every` steps.
-
-    `slices.current` is the loaded slice; call `slices.maybe_advance(step)` once per training step:
-    it returns the new dataset when it swapped (so the caller can move it to the device), else None.
-    """
-
-    def __init__(self, directory: str, env_name: str, env, swap_every: int):
-        self.directory = directory
-        self.paths = slice_paths(directory)
-        self.env_name = env_name
-        self.env = env
-        self.swap_every = swap_every
-        self.index = 0
-        self.current = load_file(self.paths[0], env_name, env)
-
-    def maybe_advance(self, step: int):
-        if self.swap_every <= 0 or step <= 0 or step % self.swap_every or len(self.paths) == 1:
-            return None
-        self.index = (self.index + 1) % len(self.paths)
-        self.current = load_file(self.paths[self.index], self.env_name, self.env)
-        return self.current
-
-    def load_validation(self):
-        val = sorted(glob.glob(os.path.join(self.directory, "*-val.npz")))
-        return load_file(val[0], self.env_name, self.env) if val else None

@@ -13,7 +13,8 @@ from runner.run_data import device_dataset
 
 
 def one_episode() -> dict:
-    """Four transitions; the task is solved at rows 1 and 3 (reward 0, OGBench success mask 0), the episode ends at 3."""
+    """Four transitions; the task is solved at rows 1 and 3 (reward 0, OGBench success mask 0); the episode ends
+    at row 3."""
     return {
         "observations": np.arange(4, dtype=np.float32)[:, None],
         "next_observations": np.arange(1, 5, dtype=np.float32)[:, None],
@@ -84,4 +85,6 @@ def test_the_report_states_the_masks(tmp_path):
         mask_convention="trajectory_end",
         command="python main.py",
     )
-    assert "Bootstrap masks of the training data: `trajectory_end` (1 − terminals" in (tmp_path / "report.md").read_text()
+    assert (
+        "Bootstrap masks of the training data: `trajectory_end` (1 − terminals" in (tmp_path / "report.md").read_text()
+    )

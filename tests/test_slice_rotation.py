@@ -80,9 +80,11 @@ def test_a_slice_that_fails_to_load_stops_the_run_at_its_swap_with_its_error():
 
 def test_every_slice_is_checked_at_start_and_a_bad_one_is_named(tiny_dataset_dir, tmp_path):
     directory = write_slices(tiny_dataset_dir, tmp_path / "slices", 3)
-    name = lambda i: os.path.join(directory, f"cube-single-play-v0-{i:03d}.npz")  # noqa: E731
+    name = lambda i: os.path.join(directory, f"cube-single-play-v0-{i:03d}.npz")
     env, first, val = envs.make_env_and_datasets(TASK, dataset_path=directory)
-    assert first["observations"][0, 0] < 50 and val is None and envs.slice_paths(directory) == [name(i) for i in range(3)]
+    assert (
+        first["observations"][0, 0] < 50 and val is None and envs.slice_paths(directory) == [name(i) for i in range(3)]
+    )
 
     arrays = dict(np.load(name(2)))
     np.savez(name(2), **{**arrays, "observations": arrays["observations"][:, :20]})
@@ -120,6 +122,7 @@ def test_training_on_slices_cycles_them_logs_the_slice_and_resumes_on_its_slice(
 ):
     """Rows every 2 steps, a slice every 2 steps, 3 slices: 0, 1, 2, 0, the last two after a resume at step 4."""
     from conftest import read_csv
+
     from runner.config import resolve
     from runner.session import Session
     from runner.train_loop import train

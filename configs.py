@@ -52,6 +52,21 @@ def qgf_config() -> ml_collections.ConfigDict:
     c.guidance_weight = 0.04  # Weight w used by `act` when the caller gives none.
     c.guidance_weights = PAPER_GUIDANCE_WEIGHTS  # The sweep evaluated in one batch.
     c.best_of_n = 1  # Guided candidates per decision; the highest-Q one is executed.
+    # The next five default to the settings the demo and default runs were tuned with; `paper` (and every family
+    # preset) sets the official ones (PAPER_AGENT_SETTINGS, paper_preset).
+    c.time_embedding = "raw"  # Velocity field's time input: "raw" (the scalar t) or "sinusoidal" (official 16-d).
+    # LayerNorm also on the velocity field's last hidden layer (True), or on all hidden layers but the last
+    # (False, the official actor's).
+    c.actor_layer_norm_last_hidden = True
+    # Kernel init of the velocity field's output layer: "glorot_uniform" (as every hidden layer) or "lecun_normal"
+    # (the official actor's).
+    c.actor_output_init = "glorot_uniform"
+    # Critic whose gradient guides the flow and that ranks best-of-N and GradStep: "online" (Q) or "target" (Q̄, the
+    # official sampler's), aggregated by critic_aggregation.
+    c.guidance_critic = "online"
+    # Polyak step toward the critic as it was before this update's Adam step (True, the official code's one-step
+    # lag) or after it (False).
+    c.polyak_pre_update = False
     # Bootstrap masks: "success" (OGBench's: 0 on solved states) or "trajectory_end" (1 - terminals, the official
     # 100M loader's: bootstrapping goes on through success and stops at each recorded trajectory's end).
     c.mask_convention = "success"
@@ -81,7 +96,13 @@ def fql_config() -> ml_collections.ConfigDict:
     """FQL (agents/fql.py): qgf's networks and RL settings, plus the one-step policy's distillation weight."""
     c = qgf_config()
     c.agent_name = "fql"
-    del c.expectile  # FQL's critic bootstraps from the one-step policy, not from an IQL value.
+    del c.guidance_critic  # FQL has no test-time guidance.
+    # Critic: "td" (FQL's own: Q toward R + γ^H m agg Q̄(s', clip(μ(s', z'))), no value network) or "iql" (the shared
+    # IQL critic of agents/iql.py, which the paper ran; `expectile` is its value's τ).
+    c.critic_loss = "td"
+    # The actor's Q term divided by stop_grad(mean |Q|) (True), or raw (False, the paper's: its α assume raw Q).
+    c.normalize_q_loss = True
+    c.flow_times = "uniform"  # Times of the flow-matching loss: "uniform" (t ~ U(0, 1), FQL's) or "grid" (qgf's).
     c.alpha = 300.0  # Distillation weight α of the one-step policy (family presets set the paper's values).
     c.actor_q_aggregation = "mean"  # Ensemble reduction of the actor's Q term (the TD target uses critic_aggregation).
     c.estimator = "none"  # FQL has no test-time guidance; must stay "none".
@@ -95,7 +116,8 @@ def edp_config() -> ml_collections.ConfigDict:
     c = qgf_config()
     c.agent_name = "edp"
     c.bc_weight = 100.0  # Weight of the flow-matching loss against −Q(s, â) in the actor loss.
-    c.actor_q_aggregation = "mean"  # Ensemble reduction of the actor's Q term.
+    c.actor_q_aggregation = "mean"  # Ensemble reduction of the actor's Q term (official: "min", set by `paper`).
+    c.actor_q_critic = "online"  # Critic of the actor's Q term: "online" (Q) or "target" (Q̄, official, `paper`).
     c.estimator = "none"  # Plain flow sampling; another estimator adds qgf's test-time guidance on top.
     c.guidance_weight = 0.0  # Weight used by `act` when the caller gives none.
     c.guidance_weights = (0.0,)  # One evaluation per run, unless guidance is added on top.
@@ -143,6 +165,34 @@ AGENT_CONFIGS = {
 }
 
 
+# The official networks and loss choices of each agent (BASELINES.md §1.6, §2.1-2.2, §3.1, §3.2), set by `paper` and
+# so by every family preset; agents not listed keep their own defaults. README's "Differences from the official
+# code" lists what stays different.
+_OFFICIAL_QGF_NETWORKS = {
+    "time_embedding": "sinusoidal",
+    "actor_layer_norm_last_hidden": False,
+    "actor_output_init": "lecun_normal",
+}
+PAPER_AGENT_SETTINGS = {
+    "qgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
+    "gcqgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
+    "edp": {
+        **_OFFICIAL_QGF_NETWORKS,
+        "guidance_critic": "target",
+        "actor_q_critic": "target",
+        "actor_q_aggregation": "min",
+    },
+    "fql": {
+        "time_embedding": "raw",
+        "actor_layer_norm": False,
+        "actor_output_init": "lecun_normal",
+        "critic_loss": "iql",
+        "normalize_q_loss": False,
+        "flow_times": "uniform",
+    },
+}
+
+
 def paper_preset(c: ml_collections.ConfigDict) -> None:
     """The paper's main single-task setting (4×1024 networks, batch 1024, γ = 0.999, the 100M loader's masks
     1 - terminals). A goal-conditioned agent takes the networks and batch (also OGBench's goal-conditioned batch
@@ -150,6 +200,9 @@ def paper_preset(c: ml_collections.ConfigDict) -> None:
     c.actor_hidden_dims = (1024, 1024, 1024, 1024)
     c.critic_hidden_dims = (1024, 1024, 1024, 1024)
     c.batch_size = 1024
+    c.update(PAPER_AGENT_SETTINGS.get(c.agent_name, {}))
+    if "polyak_pre_update" in c:  # Every official agent steps its target toward the pre-update critic.
+        c.polyak_pre_update = True
     if not c.get("goal_conditioned", False):
         c.discount = 0.999
         c.mask_convention = "trajectory_end"
@@ -307,6 +360,16 @@ def get_run_config(preset: str = "default", agent: str = "qgf") -> ml_collection
 
 
 ESTIMATOR_NAMES = ("qgf", "jacobian", "noisy", "bptt", "none")  # guidance.ESTIMATORS' keys (a test checks)
+TIME_EMBEDDINGS = ("raw", "sinusoidal")  # networks.velocity_field.TIME_EMBEDDINGS (a test checks)
+# Settings that name one of a few choices: field -> choices (checked when the agent's config has the field).
+AGENT_CHOICES = {
+    "time_embedding": TIME_EMBEDDINGS,
+    "actor_output_init": ("glorot_uniform", "lecun_normal"),
+    "guidance_critic": ("target", "online"),
+    "actor_q_critic": ("target", "online"),
+    "critic_loss": ("iql", "td"),
+    "flow_times": ("uniform", "grid"),
+}
 MASK_CONVENTIONS = ("success", "trajectory_end")  # envs.MASK_CONVENTIONS (a test checks)
 
 
@@ -349,6 +412,13 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
             config.estimator == "none" and config.best_of_n == 1,
             "fql has no test-time guidance: keep --agent.estimator=none and --agent.best_of_n=1",
         )
+    for field, choices in AGENT_CHOICES.items():
+        if field in config:
+            require(
+                config[field] in choices,
+                f"unknown --agent.{field}={config[field]!r}{closest(str(config[field]), choices)}; "
+                f"choose one of {list(choices)}",
+            )
     if config.agent_name == "edp":
         require(config.bc_weight >= 0, f"--agent.bc_weight={config.bc_weight} must be >= 0")
     if "mask_convention" in config:  # Not gcqgf, whose masks come from relabelled goals.

@@ -8,7 +8,8 @@ Polyak target Q̄_j, and the value V(s). Per update (BASELINES.md §1.7):
 
 with w_b = valid[b, -1] (a chunk that runs past its episode's end trains neither network), agg the
 `critic_aggregation` over the E = `num_critics` members (the paper: min), V in y_b the online value with
-its current parameters and no gradient, and after the Adam step Q̄ ← (1 − ρ) Q̄ + ρ Q (ρ = `target_rate`).
+its current parameters and no gradient, and after the Adam step Q̄ ← (1 − ρ) Q̄ + ρ Q (ρ = `target_rate`; Q the
+updated critic, or with `polyak_pre_update` the critic before this step, as in the official code).
 
 Interface. An agent whose state (a flax PyTreeNode) holds fields `critic`, `target_critic` and `value`
 composes the critic from four pure functions:
@@ -83,6 +84,13 @@ def apply_critic_gradients(state, grads: dict, config: ml_collections.ConfigDict
     critic = state.critic.apply_gradients(grads=grads["critic"])
     return {
         "critic": critic,
-        "target_critic": polyak_update(state.target_critic, critic.params, config.target_rate),
+        "target_critic": target_step(state, critic, config),
         "value": state.value.apply_gradients(grads=grads["value"]),
     }
+
+
+def target_step(state, new_critic: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+    """Q̄ ← (1 − ρ) Q̄ + ρ Q, with Q the critic after this update's Adam step, or, with `polyak_pre_update`, before
+    it (the official code's: its target lags one more step)."""
+    source = state.critic if config.get("polyak_pre_update", False) else new_critic
+    return polyak_update(state.target_critic, source.params, config.target_rate)

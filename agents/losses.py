@@ -31,10 +31,19 @@ def flow_matching_loss(velocity_apply, params, observations, actions, valid, key
     batch_size, horizon, action_dim = actions.shape
     clean = actions.reshape(batch_size, horizon * action_dim)
     noisy, times, target = flow_interpolation(key, clean, denoising_steps)
-    velocity = velocity_apply(params, observations, noisy, times, goals)
-    squared_error = jnp.square(velocity - target).reshape(batch_size, horizon, action_dim)
-    loss = jnp.mean(squared_error * valid[:, :, None])
+    weights = jnp.repeat(valid, action_dim, axis=1)  # [B, H·A], each action's validity over its dimensions.
+    loss, _ = flow_matching_loss_at(velocity_apply, params, observations, noisy, times, target, weights, goals)
     return loss, {"policy/bc_loss": loss}
+
+
+def flow_matching_loss_at(velocity_apply, params, observations, noisy, times, target, weights, goals=None):
+    """(mean_{b,d} w_{bd} (v(s, a_t, t) − (a_1 − a_0))_d², v) at given draws (a_t, t, a_1 − a_0) [B, D], [B], [B, D].
+
+    For the draws of `flow_interpolation` (or hand-made ones, in tests); `weights` broadcasts against [B, D]
+    ([B, 1] weighs whole chunks). The velocity is returned for losses that reuse it (EDP's clean-action estimate).
+    """
+    velocity = velocity_apply(params, observations, noisy, times, goals)
+    return jnp.mean(jnp.square(velocity - target) * weights), velocity
 
 
 def expectile_loss(difference: jax.Array, expectile: float) -> jax.Array:

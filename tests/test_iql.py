@@ -90,15 +90,21 @@ def test_invalid_chunks_do_not_train_the_value(setup):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_apply_critic_gradients_steps_q_and_v_and_polyaks_the_target(setup):
+@pytest.mark.parametrize("pre_update", [False, True])
+def test_apply_critic_gradients_steps_q_and_v_and_polyaks_the_target(setup, pre_update):
     config, batch, state = setup
+    config = config.copy_and_resolve_references()
+    config.polyak_pre_update = pre_update  # True: the official one-step lag, Q̄ moves toward Q before its step.
     grads = jax.grad(lambda p: iql.iql_loss(p, state, batch, config)[0])(iql.critic_params(state))
     new = iql.apply_critic_gradients(state, grads, config)
     rate = config.target_rate
-    for t_old, q_new, t_new in zip(
+    source = state.critic if pre_update else new["critic"]
+    for t_old, q, q_new, t_new in zip(
         jax.tree_util.tree_leaves(state.target_critic.params),
+        jax.tree_util.tree_leaves(source.params),
         jax.tree_util.tree_leaves(new["critic"].params),
         jax.tree_util.tree_leaves(new["target_critic"].params),
     ):
-        np.testing.assert_allclose(t_new, (1 - rate) * t_old + rate * q_new, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(t_new, (1 - rate) * t_old + rate * q, rtol=1e-6, atol=1e-7)
+        assert not np.allclose(q_new, t_old)
     assert int(new["value"].step) == 1 and int(new["critic"].step) == 1

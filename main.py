@@ -56,6 +56,11 @@ flags.DEFINE_integer("eval_reset_seed", None, "First reset seed of evaluation ep
 flags.DEFINE_bool("allow_config_change", False, "Resume into a run dir whose config.json differs.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (one process per host).")
+flags.DEFINE_integer("eval_videos", 0, "Episodes per guidance weight recorded as videos at each evaluation.")
+flags.DEFINE_bool("wandb", False, "Also log to Weights & Biases (needs `pip install wandb`).")
+flags.DEFINE_string("wandb_project", "qgf", "W&B project of --wandb.")
+flags.DEFINE_string("wandb_entity", None, "W&B entity (team or user) of --wandb; default: the account's.")
+flags.DEFINE_string("wandb_mode", None, "W&B mode: online, offline (no network needed) or disabled; default: wandb's.")
 
 # User errors end in one line naming the bad value and a non-zero exit; bugs keep their traceback.
 USER_ERRORS = (
@@ -78,6 +83,7 @@ def options_from_flags(agent_name: str, command: str) -> Options:
     }
     plain = ("env", "preset", "seed", "num_seeds", "seed_batching", "run_dir", "dataset_dir", "dataset_path")
     plain += ("generate_missing", "eval_only", "restore", "eval_reset_seed", "allow_config_change", "progress")
+    plain += ("eval_videos", "wandb", "wandb_project", "wandb_entity", "wandb_mode")
     return Options(
         agent=agent_name,
         agent_overrides=overrides,

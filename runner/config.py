@@ -13,9 +13,12 @@ import ml_collections
 
 import configs
 import envs
+from envs.rollouts import NUM_EVAL_TASKS
 from runner.devices import seed_batching
 from runner.run_data import check_agent_fits_task, slice_directory
-from runner.run_dir import default_run_dir, to_plain
+from runner.run_dir import config_hash, default_run_dir, to_plain
+from runner.videos import check_videos_per_weight
+from runner.wandb_logger import WandbOptions, check_mode, import_wandb
 
 RUN_OVERRIDES = (
     "train_steps",
@@ -57,6 +60,11 @@ class Options:
     allow_config_change: bool = False
     progress: bool = True
     command: str = ""  # the command line, quoted in the report
+    eval_videos: int = 0  # episodes per guidance weight recorded as videos at each evaluation (runner.videos)
+    wandb: bool = False  # also log to Weights & Biases (runner.wandb_logger)
+    wandb_project: str = "qgf"
+    wandb_entity: str | None = None
+    wandb_mode: str | None = None  # online, offline, disabled; None: wandb's default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +90,8 @@ class RunPlan:
     allow_config_change: bool
     progress: bool
     command: str
+    eval_videos: int = 0  # not in config.json: recording changes no result
+    wandb: WandbOptions | None = None  # None: no W&B logging
 
 
 def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
@@ -184,6 +194,16 @@ def resolve(options: Options) -> RunPlan:
     train_dirs = [_seed_run_dir(options, s, c) for s, c in zip(seeds, seed_configs, strict=True)]
     eval_tag = f"{config.estimator}-bo{config.best_of_n}-reset{reset_seeds[0]}"
     out_dirs = [os.path.join(d, "eval", eval_tag) if saved else d for d in train_dirs]
+    tasks = 1 if envs.parse_name(env_name).singletask else NUM_EVAL_TASKS
+    problem = check_videos_per_weight(options.eval_videos, tasks, run.eval_episodes)
+    if problem:
+        raise configs.ConfigError(problem)
+    wandb = None
+    if options.wandb:
+        check_mode(options.wandb_mode)
+        import_wandb()  # a missing wandb fails here, before any data is loaded
+        group = f"{env_name}/{options.agent}/{config_hash(shared)}"  # the seeds of this command
+        wandb = WandbOptions(options.wandb_project, options.wandb_entity, options.wandb_mode, group)
     return RunPlan(
         agent_name=options.agent,
         preset=preset,
@@ -202,4 +222,6 @@ def resolve(options: Options) -> RunPlan:
         allow_config_change=options.allow_config_change,
         progress=options.progress,
         command=options.command,
+        eval_videos=options.eval_videos,
+        wandb=wandb,
     )

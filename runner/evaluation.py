@@ -17,6 +17,7 @@ import numpy as np
 
 import envs
 from agents.training import over_seeds
+from runner.videos import recorded_episodes
 from bench.throughput import xla_flops
 
 EVAL_TASKS = (1, 2, 3, 4, 5)  # OGBench's evaluation goals of a goal-conditioned env
@@ -95,10 +96,19 @@ def flops_per_decision(act, *args) -> float | None:
 
 
 def make_sweep_evaluator(
-    act, env_name: str, weights, episodes: int, max_envs: int, max_steps=None, seed_batching: str = "vmap"
+    act,
+    env_name: str,
+    weights,
+    episodes: int,
+    max_envs: int,
+    max_steps=None,
+    seed_batching: str = "vmap",
+    videos_per_weight: int = 0,
 ):
-    """Returns `evaluate(states, keys, reset_seeds) -> (rows per seed, timing dict)`, which runs
-    S seeds × len(weights) × tasks × episodes episodes together, at most `max_envs` at a time.
+    """Returns `evaluate(states, keys, reset_seeds) -> (rows per seed, timing dict, recordings per seed)`, which
+    runs S seeds × len(weights) × tasks × episodes episodes together, at most `max_envs` at a time, and
+    records `videos_per_weight` episodes of each weight of each seed (runner.videos.recorded_episodes): a
+    recording is {guidance_weight, task, episode, success, frames [T + 1, H, W, 3]}; only their envs render.
 
     `act(state, observations, key, guidance_weight, goals) -> [N, H, A]` is one seed's act (`goals` is
     None for single-task envs); it runs over the leading seed axis of `states` and `keys` [S] (vmapped or
@@ -111,6 +121,7 @@ def make_sweep_evaluator(
     per_seed = len(weights) * per_weight
     position = np.arange(per_seed) % per_weight
     act_seeds = jax.jit(over_seeds(act, batching=seed_batching))
+    recorded = recorded_episodes(len(weights), len(tasks), episodes, videos_per_weight)
 
     def evaluate(states, keys, reset_seeds):
         num_seeds = len(reset_seeds)
@@ -147,6 +158,7 @@ def make_sweep_evaluator(
             task_ids=task_ids,
             max_steps=max_steps,
             num_envs=max_envs,
+            record_frames=[s * per_seed + p for s in range(num_seeds) for p, *_ in recorded],
         )
         seconds = time.perf_counter() - start
         timing = {"eval_seconds": seconds, "policy_seconds": policy_seconds, "env_seconds": seconds - policy_seconds}
@@ -166,6 +178,19 @@ def make_sweep_evaluator(
             for row in rows:
                 row["flops_per_decision"] = flops
             rows_per_seed.append(rows)
-        return rows_per_seed, timing
+        recordings_per_seed = [
+            [
+                {
+                    "guidance_weight": float(weights[j]),
+                    "task": str(tasks[k]),
+                    "episode": e,
+                    "success": float(results["success"][s * per_seed + p]),
+                    "frames": results["frames"][s * per_seed + p],
+                }
+                for p, j, k, e in recorded
+            ]
+            for s in range(num_seeds)
+        ]
+        return rows_per_seed, timing, recordings_per_seed
 
     return evaluate

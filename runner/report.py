@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from runner.evaluation import headline_rows  # noqa: E402
+from runner.videos import format_video_links  # noqa: E402
 
 
 def weight_label(weight: float) -> str:
@@ -71,8 +72,10 @@ def write_report(
     best_of_n: int,
     mask_convention: str | None,
     command: str,
+    videos: list[dict] | None = None,
 ) -> str:
-    """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s)."""
+    """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s). `videos`
+    (runner.videos.write_videos' entries) are linked in a section of their own."""
     rows = headline_rows(all_rows)
     table = format_table(rows)
     if len(rows) != len(all_rows):
@@ -86,6 +89,8 @@ def write_report(
         f"{format_flops(rows[0].get('flops_per_decision'))}\n\n"
         f"{table}\n\nCommand:\n\n    {command}\n"
     )
+    if videos:
+        text += "\n" + format_video_links(videos) + "\n"
     tmp = os.path.join(run_dir, "report.md.tmp")
     with open(tmp, "w") as f:
         f.write(text)

@@ -12,6 +12,7 @@ from tensorboardX import SummaryWriter
 
 from runner.checkpoints import Checkpoints
 from runner.run_dir import CsvLog
+from runner.wandb_logger import ScalarWriters, WandbOptions, WandbWriter, import_wandb
 
 
 def seed_slice(tree, i: int):
@@ -44,11 +45,21 @@ class SeedRuns:
             # Host copies: a checkpoint holds no device layout, so any device count can restore it.
             checkpoints.save(step, jax.device_get(seed_slice(states, i)))
 
-    def open_logs(self, step: int, train: bool) -> None:
-        """train.csv (training runs), eval.csv and a TensorBoard writer per seed, with rows past `step` dropped."""
+    def open_logs(
+        self, step: int, train: bool, wandb: WandbOptions | None = None, seed_configs: list | None = None
+    ) -> None:
+        """train.csv (training runs), eval.csv and a TensorBoard writer per seed, with rows past `step` dropped;
+        with `wandb`, each seed's scalars also go to a W&B run named by its dir, with `seed_configs[i]`."""
         self.train_logs = [CsvLog(f"{d}/train.csv", step) for d in self.train_dirs] if train else []
         self.eval_logs = [CsvLog(f"{d}/eval.csv", step if train else -1) for d in self.out_dirs]
         self.writers = [SummaryWriter(d) for d in self.out_dirs]
+        if wandb is not None:
+            module = import_wandb()
+            seed_configs = seed_configs or [{} for _ in self.out_dirs]
+            self.writers = [
+                ScalarWriters([writer, WandbWriter(module, wandb, d, d, config)])
+                for writer, d, config in zip(self.writers, self.out_dirs, seed_configs, strict=True)
+            ]
 
     def close(self) -> None:
         for checkpoints in self.checkpoints:

@@ -20,6 +20,7 @@ from runner.report import write_report
 from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
 from runner.run_dir import write_config
 from runner.seed_runs import SeedRuns
+from runner.videos import RenderingUnavailable, choose_gl_backend, write_videos
 from runner.slice_rotation import SliceRotation
 
 
@@ -64,14 +65,21 @@ class Session:
         table printed. Returns the wall time in seconds."""
         plan = self.plan
         eval_step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.eval, step)
-        rows_per_seed, timing = self.sweep(self.states, eval_step_keys, plan.reset_seeds)
+        rows_per_seed, timing, recordings_per_seed = self.sweep(self.states, eval_step_keys, plan.reset_seeds)
         config = plan.config
-        for seed, rows, log, writer, out_dir in zip(
-            plan.seeds, rows_per_seed, self.runs.eval_logs, self.runs.writers, plan.out_dirs, strict=True
+        for seed, rows, recordings, log, writer, out_dir in zip(
+            plan.seeds,
+            rows_per_seed,
+            recordings_per_seed,
+            self.runs.eval_logs,
+            self.runs.writers,
+            plan.out_dirs,
+            strict=True,
         ):
             for row in rows:
                 log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})
                 writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
+            videos = write_videos(out_dir, step, recordings) if recordings else None
             table = write_report(
                 out_dir,
                 rows,
@@ -82,6 +90,7 @@ class Session:
                 best_of_n=config.best_of_n,
                 mask_convention=config.get("mask_convention"),
                 command=plan.command,
+                videos=videos,
             )
             print(
                 f"\nStep {step}, seed {seed}: success per guidance weight ({timing['eval_seconds']:.0f} s for "
@@ -116,6 +125,13 @@ def open_session(plan: RunPlan) -> Session:
         flush=True,
     )
 
+    eval_videos = plan.eval_videos
+    if eval_videos:  # before the first env imports MuJoCo, which reads MUJOCO_GL once
+        try:
+            choose_gl_backend()
+        except RenderingUnavailable as error:
+            print(f"warning: --eval_videos: {error}; evaluating without videos", flush=True)
+            eval_videos = 0
     start = time.perf_counter()
     env, train_data, val_data = load_data(plan.env_name, plan.run, plan.generate_missing, plan.progress)
     check_data_fits(train_data, plan.config)
@@ -140,7 +156,7 @@ def open_session(plan: RunPlan) -> Session:
     elif plan.eval_only:
         runs.close()
         raise configs.ConfigError(f"{plan.train_dirs[0]} has no checkpoint to evaluate; train it first")
-    runs.open_logs(step, train=not plan.eval_only)
+    runs.open_logs(step, train=not plan.eval_only, wandb=plan.wandb, seed_configs=plan.seed_configs)
     # With slices, the rotation alone holds slice 0, so that it can release it: at most two slices alive.
     train_data = None if rotation else dataset
     session = Session(plan, where, agent, sample, train_data, val_dataset, keys, runs, states, step, data_seconds)
@@ -152,5 +168,6 @@ def open_session(plan: RunPlan) -> Session:
         plan.run.eval_episodes,
         plan.run.eval_envs,
         seed_batching=plan.batching,
+        videos_per_weight=eval_videos,
     )
     return session

@@ -1,6 +1,7 @@
 """Evaluation videos: which episodes are recorded, that only their envs render, off-screen rendering of real
 OGBench episodes, and MP4 / GIF files with one frame per step."""
 
+import json
 import os
 import sys
 import types
@@ -8,11 +9,12 @@ import types
 import numpy as np
 import pytest
 
+import configs
 import envs
 from envs.vector_env import LocalEpisodes
 from runner import videos
 
-SINGLE = "cube-single-play-singletask-task1-v0"
+SINGLE = TINY_TASK = "cube-single-play-singletask-task1-v0"
 
 
 def _distinct_frames(n, height, width):
@@ -155,3 +157,71 @@ def test_recorded_ogbench_episodes_become_videos(tmp_path, monkeypatch):
     assert (count, shape) == (6, (32, 48, 3))
     links = videos.format_video_links(written)
     assert "[w0.1-ep2.mp4](videos/step4/w0.1-ep2.mp4)" in links and "task" not in links
+
+
+FAKE_WANDB = '''
+import json, os
+__version__ = "0.21.0"
+class _Run:
+    def __init__(self, **kwargs):
+        self.kwargs, self.rows = kwargs, []
+    def log(self, data, step):
+        self.rows.append([step, data])
+    def finish(self):
+        kept = {k: self.kwargs[k] for k in ("project", "mode", "group", "name", "dir", "id")}
+        with open(os.environ["FAKE_WANDB_LOG"], "a") as f:
+            f.write(json.dumps({**kept, "seed": self.kwargs["config"]["seed"], "rows": self.rows}) + "\\n")
+def init(**kwargs):
+    return _Run(**kwargs)
+'''
+
+
+def test_eval_only_writes_videos_linked_from_the_report_and_logs_to_wandb(finished_run, tmp_path):
+    """main.py --eval_only with one video per weight and --wandb (a fake wandb package that records its calls)."""
+    from conftest import read_csv, run_main
+
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "__init__.py").write_text(FAKE_WANDB)
+    log = tmp_path / "wandb_calls.jsonl"
+    process = run_main(
+        "--eval_only",
+        f"--restore={finished_run}",
+        "--eval_reset_seed=7",  # its own eval dir: eval/qgf-bo1-reset7
+        "--eval_episodes=1",
+        "--guidance_weights=0.1",  # one weight, one video: rendering costs ~30 ms a frame on a CPU
+        "--eval_videos=1",
+        "--wandb",
+        "--wandb_mode=offline",
+        "--progress=false",
+        extra_env={"PYTHONPATH": str(tmp_path), "FAKE_WANDB_LOG": str(log), "MUJOCO_GL": ""},
+    )
+    if "warning: --eval_videos" in process.stdout:
+        pytest.skip(f"no off-screen rendering here: {process.stdout.split('warning: ')[1].splitlines()[0]}")
+    out = os.path.join(finished_run, "eval", "qgf-bo1-reset7")
+    rows = read_csv(os.path.join(out, "eval.csv"))
+    report = open(os.path.join(out, "report.md")).read()
+    ((row),) = rows
+    assert float(row["guidance_weight"]) == 0.1 and os.listdir(os.path.join(out, "videos", "step4")) == ["w0.1-ep0.mp4"]
+    assert "(videos/step4/w0.1-ep0.mp4)" in report
+    count, shape = _frame_count(os.path.join(out, "videos", "step4", "w0.1-ep0.mp4"))
+    assert count == int(float(row["length"])) + 1 and shape == (200, 200, 3)  # reset state + every step
+    (run,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (run["project"], run["mode"], run["dir"], run["seed"]) == ("qgf", "offline", out, 0)
+    assert run["group"].startswith(f"{TINY_TASK}/qgf/") and run["id"] == open(os.path.join(out, "wandb_id")).read().strip()
+    ((step, logged),) = run["rows"]  # one log call per step
+    assert step == 4 and logged == {"eval/success_w0.1_task_all": float(row["success"])}
+
+
+def test_bad_video_counts_and_missing_wandb_fail_before_any_data(monkeypatch):
+    from runner.config import Options, resolve
+
+    task = dict(env=TINY_TASK, preset="demo", eval_episodes=2)
+    with pytest.raises(configs.ConfigError, match=r"--eval_videos=3 asks for more videos .* than the 2 episodes"):
+        resolve(Options(**task, eval_videos=3))
+    assert resolve(Options(**task, eval_videos=2)).eval_videos == 2
+    gc_task = dict(agent="gcqgf", env="cube-single-play-v0", preset="demo", eval_episodes=1)
+    assert resolve(Options(**gc_task, eval_videos=5)).eval_videos == 5  # five tasks × one episode
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(configs.ConfigError, match="pip install wandb"):
+        resolve(Options(**task, wandb=True))
+    assert resolve(Options(**task)).wandb is None

@@ -29,6 +29,7 @@ def closest(name: str, choices) -> str:
 
 # The paper's grid of guidance weights for single-task OGBench (w = 0 is plain BC).
 PAPER_GUIDANCE_WEIGHTS = (0.0, 0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)
+DEMO_GUIDANCE_WEIGHTS = (0.0, 0.03, 0.1, 0.3)  # The demo preset's shorter grid for qgf's guidance.
 
 
 def qgf_config() -> ml_collections.ConfigDict:
@@ -70,6 +71,9 @@ def qgf_config() -> ml_collections.ConfigDict:
     # Bootstrap masks: "success" (OGBench's: 0 on solved states) or "trajectory_end" (1 - terminals, the official
     # 100M loader's: bootstrapping goes on through success and stops at each recorded trajectory's end).
     c.mask_convention = "success"
+    # GradStep: L steps a ← clip(a + α ∇Q(s, a), −1, 1) after the flow sample (before best-of-N ranks them).
+    c.grad_steps = 0  # L; 0 is off (FAMILY_SETTINGS holds the paper's L per family).
+    c.grad_step_size = 0.01  # α, the paper's value for every family.
     return c
 
 
@@ -103,6 +107,7 @@ def fql_config() -> ml_collections.ConfigDict:
     # The actor's Q term divided by stop_grad(mean |Q|) (True), or raw (False, the paper's: its α assume raw Q).
     c.normalize_q_loss = True
     c.flow_times = "uniform"  # Times of the flow-matching loss: "uniform" (t ~ U(0, 1), FQL's) or "grid" (qgf's).
+    del c.grad_steps, c.grad_step_size  # Its one-step policy has no test-time refinement.
     c.alpha = 300.0  # Distillation weight α of the one-step policy (family presets set the paper's values).
     c.actor_q_aggregation = "mean"  # Ensemble reduction of the actor's Q term (the TD target uses critic_aggregation).
     c.estimator = "none"  # FQL has no test-time guidance; must stay "none".
@@ -121,6 +126,32 @@ def edp_config() -> ml_collections.ConfigDict:
     c.estimator = "none"  # Plain flow sampling; another estimator adds qgf's test-time guidance on top.
     c.guidance_weight = 0.0  # Weight used by `act` when the caller gives none.
     c.guidance_weights = (0.0,)  # One evaluation per run, unless guidance is added on top.
+    return c
+
+
+# CFGRL's guidance weights (the official sweep, every family): w = 1 is the label-1 (positive-advantage) flow
+# alone, larger w extrapolates away from the unconditional one.
+CFGRL_GUIDANCE_WEIGHTS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0)
+
+
+def cfgrl_config() -> ml_collections.ConfigDict:
+    """CFGRL (agents/cfgrl.py): a velocity field conditioned on an optimality label, guided classifier-free."""
+    c = qgf_config()
+    c.agent_name = "cfgrl"
+    c.unconditional_weight = 0.1  # Weight of the label-0 (all samples) flow loss; label 1 fits adv > 0 only.
+    c.advantage_threshold = 0.0  # Label 1 marks chunks with Q̄(s, A) − V(s) above this.
+    c.estimator = "none"  # CFGRL guides by its labels' velocity contrast; must stay "none".
+    c.guidance_weight = 3.0  # Weight w of v = v₀ + w (v₁ − v₀) used by `act` when the caller gives none.
+    c.guidance_weights = CFGRL_GUIDANCE_WEIGHTS
+    return c
+
+
+def robust_q_config() -> ml_collections.ConfigDict:
+    """Robust-Q (agents/robust_q.py): qgf's base model plus a noise-conditioned critic Q_ρ(s, a_t, t) whose
+    gradient at the noisy a_t guides the flow, at qgf's guidance weights."""
+    c = qgf_config()
+    c.agent_name = "robust_q"
+    c.estimator = "none"  # The guidance is ∇Q_ρ at a_t (not one of qgf's estimators); must stay "none".
     return c
 
 
@@ -162,6 +193,8 @@ AGENT_CONFIGS = {
     "gcqgf": gcqgf_config,
     "fql": fql_config,
     "edp": edp_config,
+    "cfgrl": cfgrl_config,
+    "robust_q": robust_q_config,
 }
 
 
@@ -214,8 +247,8 @@ def demo_preset(c: ml_collections.ConfigDict) -> None:
     c.critic_hidden_dims = (256, 256, 256)
     c.batch_size = 256
     c.discount = 0.99
-    if len(c.guidance_weights) > 1:  # Agents with a sweep; fql and edp keep their single weight.
-        c.guidance_weights = (0.0, 0.03, 0.1, 0.3)
+    if tuple(c.guidance_weights) == PAPER_GUIDANCE_WEIGHTS:  # Other grids (one weight, CFGRL's) stay.
+        c.guidance_weights = DEMO_GUIDANCE_WEIGHTS
 
 
 def demo_run(r: ml_collections.ConfigDict) -> None:
@@ -278,8 +311,8 @@ def family_preset(family: str):
 
     def agent_preset(c: ml_collections.ConfigDict) -> None:
         paper_preset(c)
-        # Single-task agents with a sweep; single-weight agents keep theirs, gcqgf its goal-conditioned grid.
-        if len(c.guidance_weights) > 1 and not c.get("goal_conditioned", False):
+        # qgf's grid after the demo's; other grids (one weight, CFGRL's, gcqgf's goal-conditioned one) stay.
+        if tuple(c.guidance_weights) == DEMO_GUIDANCE_WEIGHTS and not c.get("goal_conditioned", False):
             c.guidance_weights = PAPER_GUIDANCE_WEIGHTS
         for column, (agent, field) in FAMILY_FIELDS.items():
             if c.agent_name == agent:
@@ -392,6 +425,12 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
     require(0 <= config.target_rate <= 1, f"--agent.target_rate={config.target_rate} must lie in [0, 1]")
     require(config.num_critics >= 1, f"--agent.num_critics={config.num_critics} must be >= 1")
     require(config.best_of_n >= 1, f"--agent.best_of_n={config.best_of_n} must be >= 1")
+    if "grad_steps" in config:  # GradStep, on every agent that samples its flow with a critic.
+        require(config.grad_steps >= 0, f"--agent.grad_steps={config.grad_steps} must be >= 0 (0 turns GradStep off)")
+        require(
+            math.isfinite(config.grad_step_size) and config.grad_step_size >= 0,
+            f"--agent.grad_step_size={config.grad_step_size} must be a finite number >= 0, e.g. 0.01",
+        )
     require(
         config.estimator in ESTIMATOR_NAMES,
         f"unknown --agent.estimator={config.estimator!r}"
@@ -419,6 +458,17 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
                 f"unknown --agent.{field}={config[field]!r}{closest(str(config[field]), choices)}; "
                 f"choose one of {list(choices)}",
             )
+    if config.agent_name in ("cfgrl", "robust_q"):  # Their guidance is their own, not one of qgf's estimators.
+        require(
+            config.estimator == "none",
+            f"{config.agent_name} guides with its own {'labels' if config.agent_name == 'cfgrl' else 'Q_ρ'}: "
+            "keep --agent.estimator=none",
+        )
+    if config.agent_name == "cfgrl":
+        require(
+            config.unconditional_weight >= 0,
+            f"--agent.unconditional_weight={config.unconditional_weight} must be >= 0, e.g. 0.1",
+        )
     if config.agent_name == "edp":
         require(config.bc_weight >= 0, f"--agent.bc_weight={config.bc_weight} must be >= 0")
     if "mask_convention" in config:  # Not gcqgf, whose masks come from relabelled goals.

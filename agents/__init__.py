@@ -3,9 +3,11 @@
 import ml_collections
 
 from agents.agent import Agent
+from agents.cfgrl import make_cfgrl
 from agents.edp import make_edp
 from agents.fql import make_fql
 from agents.qgf import make_qgf
+from agents.robust_q import make_robust_q
 
 AGENTS = {
     "qgf": make_qgf,
@@ -13,6 +15,8 @@ AGENTS = {
     "gcqgf": make_qgf,
     "fql": make_fql,
     "edp": make_edp,
+    "cfgrl": make_cfgrl,
+    "robust_q": make_robust_q,
 }
 
 

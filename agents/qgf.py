@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-import guidance
 from agents.agent import Agent, Batch
+from agents.flow_sampling import sample_chunks
 from agents.iql import apply_critic_gradients, critic_params, iql_loss, init_critic_states
 from agents.losses import flow_matching_loss
 from agents.train_states import adam_train_state
@@ -115,16 +115,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
             q = state.critic.apply_fn(state.critic.params, inputs[0], actions, inputs[1])
             return aggregate(q, config.critic_aggregation)
 
-        if config.best_of_n > 1:
-            noise = jax.random.normal(key, (batch_size, config.best_of_n, flat_action_dim))
-            actions = guidance.best_of_n(
-                velocity_fn, critic_fn, inputs, noise, guidance_weight=weight, estimator=config.estimator, steps=steps
-            )
-        else:
-            noise = jax.random.normal(key, (batch_size, flat_action_dim))
-            actions = guidance.sample(
-                velocity_fn, critic_fn, inputs, noise, guidance_weight=weight, estimator=config.estimator, steps=steps
-            )
+        actions = sample_chunks(velocity_fn, critic_fn, inputs, key, flat_action_dim, weight, config)
         return actions.reshape(batch_size, horizon, state.action_dim)
 
     return Agent(init=init, update=update, act=act, validate=validate)

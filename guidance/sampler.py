@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from guidance.estimators import ESTIMATORS, CriticFn, VelocityFn
+from guidance.gradient_steps import gradient_steps
 
 
 def estimator_by_name(name: str):
@@ -28,8 +29,11 @@ def sample(
     guidance_weight: float | jax.Array,
     estimator: str = "qgf",
     steps: int = 10,
+    grad_steps: int = 0,
+    grad_step_size: float | jax.Array = 0.0,
 ) -> jax.Array:
-    """Integrates a_{t+dt} = a_t + dt (v(s, a_t, t) + w g) from a_0 = `noise` [B, D]; returns clip(a_1, -1, 1).
+    """Integrates a_{t+dt} = a_t + dt (v(s, a_t, t) + w g) from a_0 = `noise` [B, D]; returns clip(a_1, -1, 1),
+    refined by `grad_steps` GradStep ascent steps of size `grad_step_size` on `critic_fn` (none by default).
 
     `observations` may be any PyTree with a leading batch axis (e.g. observations and goals); it is
     handed unchanged to `velocity_fn(observations, a [B, D], t [B]) -> [B, D]` and
@@ -49,7 +53,8 @@ def sample(
         return actions + dt * (velocity + weights * gradient), None
 
     actions, _ = jax.lax.scan(euler_step, noise, jnp.arange(steps))
-    return jnp.clip(actions, -1.0, 1.0)
+    actions = jnp.clip(actions, -1.0, 1.0)
+    return gradient_steps(critic_fn, observations, actions, step_size=grad_step_size, num_steps=grad_steps)
 
 
 def best_of_n(
@@ -61,10 +66,13 @@ def best_of_n(
     guidance_weight: float | jax.Array,
     estimator: str = "qgf",
     steps: int = 10,
+    grad_steps: int = 0,
+    grad_step_size: float | jax.Array = 0.0,
 ) -> jax.Array:
     """Draws N guided candidates per observation from `noise` [B, N, D] and keeps the one of highest Q.
 
-    With `estimator="none"` (or weight 0) this is plain best-of-N of behaviour-cloning samples.
+    With `estimator="none"` (or weight 0) this is plain best-of-N of behaviour-cloning samples; with
+    `grad_steps` > 0 the candidates are refined by GradStep before they are ranked.
     """
     batch_size, num_candidates, action_dim = noise.shape
     repeat = lambda x: jnp.repeat(x, num_candidates, axis=0)  # noqa: E731
@@ -78,6 +86,8 @@ def best_of_n(
         guidance_weight=weights,
         estimator=estimator,
         steps=steps,
+        grad_steps=grad_steps,
+        grad_step_size=grad_step_size,
     )
     scores = critic_fn(candidate_observations, candidates).reshape(batch_size, num_candidates)
     best = jnp.argmax(scores, axis=1)

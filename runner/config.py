@@ -16,7 +16,7 @@ import envs
 from envs.rollouts import NUM_EVAL_TASKS
 from runner.devices import seed_batching
 from runner.run_data import check_agent_fits_task, slice_directory
-from runner.run_dir import config_hash, default_run_dir, to_plain
+from runner.run_dir import config_hash, default_run_dir, eval_tag, to_plain
 from runner.videos import check_videos_per_weight
 from runner.wandb_logger import WandbOptions, check_mode, import_wandb
 
@@ -71,7 +71,8 @@ class Options:
 class RunPlan:
     """Every setting of a run, resolved. Seed i trains into `train_dirs[i]` (whose config.json is
     `seed_configs[i]`) and writes its evaluation logs and report into `out_dirs[i]` (the same dir when
-    training; `<run dir>/eval/<estimator>-bo<N>-reset<seed>` when evaluating a saved run)."""
+    training; `<run dir>/eval/<estimator>-bo<N>[-gs<L>]-reset<seed>` when evaluating a saved run, see
+    runner.run_dir.eval_tag)."""
 
     agent_name: str
     preset: str
@@ -192,8 +193,8 @@ def resolve(options: Options) -> RunPlan:
     shared.update(agent_config=to_plain(config), run=to_plain(run))
     seed_configs = [{**shared, "seed": s, "eval_reset_seed": r} for s, r in zip(seeds, reset_seeds, strict=True)]
     train_dirs = [_seed_run_dir(options, s, c) for s, c in zip(seeds, seed_configs, strict=True)]
-    eval_tag = f"{config.estimator}-bo{config.best_of_n}-reset{reset_seeds[0]}"
-    out_dirs = [os.path.join(d, "eval", eval_tag) if saved else d for d in train_dirs]
+    tag = eval_tag(config.estimator, config.best_of_n, reset_seeds[0], config.get("grad_steps", 0))
+    out_dirs = [os.path.join(d, "eval", tag) if saved else d for d in train_dirs]
     tasks = 1 if envs.parse_name(env_name).singletask else NUM_EVAL_TASKS
     problem = check_videos_per_weight(options.eval_videos, tasks, run.eval_episodes)
     if problem:

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 
 import ml_collections
 
@@ -18,6 +19,15 @@ def config_hash(config: dict) -> str:
 
 def default_run_dir(root: str, env_name: str, agent_name: str, seed: int, config: dict) -> str:
     return os.path.join(root, env_name, agent_name, f"seed{seed}-{config_hash(config)}")
+
+
+def eval_tag(estimator: str, best_of_n: int, reset_seed: int, grad_steps: int = 0) -> str:
+    """The folder under `<run dir>/eval/` of an `--eval_only` evaluation: `<estimator>-bo<N>[-gs<L>]-reset<R>`,
+    with GradStep's L only when it is on (so an evaluation without GradStep keeps the name it always had)."""
+    return f"{estimator}-bo{best_of_n}{f'-gs{grad_steps}' if grad_steps else ''}-reset{reset_seed}"
+
+
+EVAL_TAG = re.compile(r"^(?P<estimator>.+?)-bo(?P<best_of_n>\d+)(?:-gs(?P<grad_steps>\d+))?-reset(?P<reset>\d+)$")
 
 
 def to_plain(config: ml_collections.ConfigDict | dict) -> dict:

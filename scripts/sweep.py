@@ -2,10 +2,13 @@
 
     python -m scripts.sweep --tasks=scene-play-singletask-task1-v0,puzzle-4x4-play-singletask-task1-v0 \
         --methods=bc,bfn4,qfql,bptt,jacobian,qgf,qgf-bo4,fql,edp --seeds=0,1,2 [--executor=local|slurm]
+    python -m scripts.sweep --tasks=... --methods=paper   # every method of the paper (PAPER_METHODS)
     python -m scripts.table --runs=runs/sweep --name=main
 
-A method is a training-time agent (`qgf`, `fql`, `edp`) evaluated as trained, or a test-time method
-evaluated with `main.py --eval_only` on the `qgf` run of the same task and seed (METHODS below). One job
+A method is a training-time agent (`qgf`, `fql`, `edp`, `qam`, `cfgrl`, `dac`, `qsm`, and `robust_q`, which
+trains its own run as in the paper) evaluated as trained, or a test-time method (BC, best-of-N `bfn<N>`, the
+estimators, GradStep) evaluated with `main.py --eval_only` on the `qgf` run of the same task and seed
+(METHODS below). GradStep evaluates with its family's α and L from `configs.FAMILY_SETTINGS`. One job
 per (task, seed, training agent) trains the agent, then evaluates every method that uses its checkpoint,
 so a test-time method never waits on another job. Every evaluation runs twice on disjoint reset seeds:
 the *held-out* episodes (reset seed 1000·seed + 500), on which `scripts.table` chooses each method's
@@ -14,7 +17,8 @@ Methods with a single weight skip the held-out pass, and the method a training r
 (qgf's `qgf`, `fql`, `edp`: same estimator and best-of-N, reset seed 1000·seed) takes its reported
 numbers from the run's own final evaluation instead of evaluating again.
 
-Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in `<run>/eval/<estimator>-bo<N>-reset<R>/`.
+Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in `<run>/eval/<estimator>-bo<N>[-gs<L>]-reset<R>/`
+(runner.run_dir.eval_tag).
 A step whose output exists is skipped (a training run whose final checkpoint exists, an evaluation whose
 eval.csv exists), at submission and again when the job runs, so rerunning the command fills the holes
 and an interrupted training run resumes from its checkpoint. The local executor runs `--parallel` jobs
@@ -25,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -39,8 +44,9 @@ class Method:
     agent: str  # The training-time agent whose checkpoint is evaluated.
     estimator: str  # `--agent.estimator` of the evaluation.
     best_of_n: int = 1  # `--agent.best_of_n` of the evaluation.
-    sweep: bool = True  # Evaluated over the run's guidance-weight grid (else at w = 0 only).
+    sweep: bool = True  # Evaluated over the run's guidance-weight grid (else at its first weight only).
     label: str = ""  # Column title in the table.
+    grad_step: bool = False  # GradStep after the flow sample, with the family's α and L.
 
 
 METHODS = {
@@ -53,9 +59,45 @@ METHODS = {
     "qgf": Method("qgf", "qgf", 1, True, "QGF"),
     "qgf-bo4": Method("qgf", "qgf", 4, True, "QGF + BoN-4"),
     "qgf-bo16": Method("qgf", "qgf", 16, True, "QGF + BoN-16"),
+    "gradstep": Method("qgf", "none", 1, False, "GradStep", grad_step=True),
+    "robustq": Method("robust_q", "none", 1, True, "Robust-Q"),
     "fql": Method("fql", "none", 1, False, "FQL"),
     "edp": Method("edp", "none", 1, False, "EDP"),
+    "qam": Method("qam", "none", 1, False, "QAM"),
+    "cfgrl": Method("cfgrl", "none", 1, True, "CFGRL"),
+    "dac": Method("dac", "none", 1, False, "DAC"),
+    "qsm": Method("qsm", "none", 1, False, "QSM"),
 }
+# `--methods=paper`: every method the paper compares (best-of-N at its N = 4 and 16).
+PAPER_METHODS = (
+    "bc", "bfn4", "bfn16", "qfql", "bptt", "jacobian", "qgf", "qgf-bo4", "gradstep", "robustq",
+    "fql", "edp", "qam", "cfgrl", "dac", "qsm",
+)  # fmt: skip
+BEST_OF_N = re.compile(r"^bfn(?P<n>[1-9]\d*)$")  # bfn<N>: best-of-N of BC samples, any N.
+
+
+def method_by_name(name: str) -> Method | None:
+    """The method called `name` (METHODS, or bfn<N> for any N), or None."""
+    if name in METHODS:
+        return METHODS[name]
+    match = BEST_OF_N.match(name)
+    return Method("qgf", "none", int(match["n"]), False, f"BFN-{match['n']}") if match else None
+
+
+def expand_methods(names: list) -> list:
+    """The method names of `--methods`, `paper` replaced by PAPER_METHODS, duplicates dropped."""
+    expanded = [m for name in names for m in (PAPER_METHODS if name == "paper" else (name,))]
+    return list(dict.fromkeys(expanded))
+
+
+def grad_step_setting(task: str) -> tuple[float, int]:
+    """GradStep's (α, L) for the task's family (configs.FAMILY_SETTINGS); families outside the paper take
+    cube-triple's (the paper's α and L of every family but scene)."""
+    import configs
+    import envs
+
+    row = configs.FAMILY_SETTINGS.get(envs.parse_name(task).family, configs.FAMILY_SETTINGS["cube-triple"])
+    return row.grad_step_size, row.grad_steps
 
 
 def reported_reset_seed(seed: int) -> int:
@@ -70,8 +112,10 @@ def run_dir(root: str, task: str, agent: str, seed: int) -> str:
     return os.path.join(root, task, agent, f"seed{seed}")
 
 
-def eval_dir(run: str, estimator: str, best_of_n: int, reset_seed: int) -> str:
-    return os.path.join(run, "eval", f"{estimator}-bo{best_of_n}-reset{reset_seed}")
+def eval_dir(run: str, estimator: str, best_of_n: int, reset_seed: int, grad_steps: int = 0) -> str:
+    from runner.run_dir import eval_tag
+
+    return os.path.join(run, "eval", eval_tag(estimator, best_of_n, reset_seed, grad_steps))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,9 +164,10 @@ def family_preset(task: str) -> str:
 
 def plan(args) -> list:
     """The jobs of the grid, each a list of Steps: train one agent on one task and seed, then evaluate."""
-    unknown = sorted(set(args.methods) - set(METHODS))
+    methods = {name: method_by_name(name) for name in expand_methods(args.methods)}
+    unknown = sorted(name for name, method in methods.items() if method is None)
     if unknown:
-        raise SystemExit(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+        raise SystemExit(f"unknown methods {unknown}; choose from {sorted(METHODS)}, bfn<N> or paper")
     if args.eval_episodes is not None and args.eval_episodes > HELDOUT_OFFSET:
         raise SystemExit(f"--eval_episodes must be <= {HELDOUT_OFFSET}, or held-out episodes overlap reported ones")
     import configs
@@ -135,7 +180,7 @@ def plan(args) -> list:
     for task in args.tasks:
         preset = args.preset or family_preset(task)
         for seed in args.seeds:
-            for agent in dict.fromkeys(METHODS[m].agent for m in args.methods):
+            for agent in dict.fromkeys(method.agent for method in methods.values()):
                 run = run_dir(args.root, task, agent, seed)
                 train = [
                     *python,
@@ -154,13 +199,18 @@ def plan(args) -> list:
                     train.append(f"--eval_episodes={args.eval_episodes}")
                 steps = [Step(tuple(train), run, "")]
                 trained = configs.get_config(agent, preset)
-                for name in args.methods:
-                    method = METHODS[name]
+                for method in methods.values():
                     if method.agent != agent:
                         continue
                     resets = [reported_reset_seed(seed)] + ([heldout_reset_seed(seed)] if method.sweep else [])
-                    if (method.estimator, method.best_of_n) == (trained.estimator, trained.best_of_n):
+                    own = (method.estimator, method.best_of_n, method.grad_step) == (
+                        trained.estimator,
+                        trained.best_of_n,
+                        bool(trained.get("grad_steps", 0)),
+                    )
+                    if own:
                         resets.remove(reported_reset_seed(seed))  # The training run's own final evaluation.
+                    step_size, grad_steps = grad_step_setting(task) if method.grad_step else (0.0, 0)
                     for reset in resets:
                         evaluate = [
                             *python,
@@ -173,11 +223,14 @@ def plan(args) -> list:
                             "--progress=false",
                             *data,
                         ]
+                        if grad_steps:
+                            evaluate += [f"--agent.grad_step_size={step_size}", f"--agent.grad_steps={grad_steps}"]
                         if not method.sweep:
                             evaluate.append("--guidance_weights=0")
                         if args.eval_episodes is not None:
                             evaluate.append(f"--eval_episodes={args.eval_episodes}")
-                        output = os.path.join(eval_dir(run, method.estimator, method.best_of_n, reset), "eval.csv")
+                        where = eval_dir(run, method.estimator, method.best_of_n, reset, grad_steps)
+                        output = os.path.join(where, "eval.csv")
                         steps.append(Step(tuple(evaluate), run, output))
                 jobs.append(steps)
     return jobs
@@ -220,7 +273,7 @@ def parse_args(argv=None):
         "--methods",
         type=lambda s: s.split(","),
         default=list(METHODS),
-        help=f"comma-separated, from {','.join(METHODS)}",
+        help=f"comma-separated, from {','.join(METHODS)}, bfn<N> (any N), or paper (every method of the paper)",
     )
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
     parser.add_argument("--root", default="runs/sweep", help="where the run dirs go")

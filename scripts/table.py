@@ -1,7 +1,7 @@
 """The paper-style table of a grid of runs: `python -m scripts.table --runs=<root> --name=<name>`.
 
 Reads every run dir under `--runs` (a `config.json` with agent, env and seed) and its evaluations
-`eval/<estimator>-bo<N>-reset<R>/eval.csv` (those `scripts.sweep` launches), and writes
+`eval/<estimator>-bo<N>[-gs<L>]-reset<R>/eval.csv` (those `scripts.sweep` launches), and writes
 `results/<name>.md` (rows = tasks and per-family averages, columns = methods, success in % as mean ±
 standard error over seeds) and `results/<name>.png` (the family averages as bars).
 
@@ -21,24 +21,35 @@ import collections
 import csv
 import json
 import os
-import re
 
 import numpy as np
 
-from scripts.sweep import METHODS, heldout_reset_seed, reported_reset_seed
+from runner.run_dir import EVAL_TAG
+from scripts.sweep import METHODS, heldout_reset_seed, method_by_name, reported_reset_seed
 
-EVAL_TAG = re.compile(r"^(?P<estimator>.+)-bo(?P<best_of_n>\d+)-reset(?P<reset>\d+)$")
 
-
-def method_name(agent: str, estimator: str, best_of_n: int) -> str:
+def method_name(agent: str, estimator: str, best_of_n: int, grad_steps: int = 0) -> str:
     for name, method in METHODS.items():
-        if (method.agent, method.estimator, method.best_of_n) == (agent, estimator, best_of_n):
+        if (method.agent, method.estimator, method.best_of_n, method.grad_step) == (
+            agent,
+            estimator,
+            best_of_n,
+            bool(grad_steps),
+        ):
             return name
-    return f"{agent}:{estimator}-bo{best_of_n}"
+    if (agent, estimator, grad_steps) == ("qgf", "none", 0):
+        return f"bfn{best_of_n}"  # Best-of-N of BC samples at an N that METHODS does not list.
+    return f"{agent}:{estimator}-bo{best_of_n}" + (f"-gs{grad_steps}" if grad_steps else "")
 
 
 def method_label(name: str) -> str:
-    return METHODS[name].label if name in METHODS else name
+    method = method_by_name(name)
+    return method.label if method else name
+
+
+def has_sweep(name: str) -> bool:
+    method = method_by_name(name)
+    return method is None or method.sweep
 
 
 def read_eval(path: str) -> tuple[dict, float | None]:
@@ -68,7 +79,10 @@ def own_evaluation(directory: str, config: dict):
     if not steps or max(steps) != run["train_steps"]:
         return None  # Unfinished.
     success, flops = read_eval(path)
-    return method_name(config["agent"], agent_config["estimator"], int(agent_config["best_of_n"])), success, flops
+    name = method_name(
+        config["agent"], agent_config["estimator"], int(agent_config["best_of_n"]), agent_config.get("grad_steps", 0)
+    )
+    return name, success, flops
 
 
 def collect(root: str) -> dict:
@@ -93,7 +107,8 @@ def collect(root: str) -> dict:
             if not match or int(match["reset"]) not in roles or not os.path.exists(path):
                 continue
             success, flops = read_eval(path)
-            name = method_name(config["agent"], match["estimator"], int(match["best_of_n"]))
+            grad_steps = int(match["grad_steps"] or 0)
+            name = method_name(config["agent"], match["estimator"], int(match["best_of_n"]), grad_steps)
             entry = results[(config["env"], name)].setdefault(seed, {})
             entry[roles[int(match["reset"])]] = success
             if flops is not None:
@@ -103,7 +118,7 @@ def collect(root: str) -> dict:
 
 def choose_weight(method: str, per_seed: dict) -> float | None:
     """The weight of highest held-out success (mean over seeds); 0 for a method without a sweep."""
-    if method in METHODS and not METHODS[method].sweep:
+    if not has_sweep(method):
         return 0.0
     weights = sorted(set().union(*(s.get("reported", {}) for s in per_seed.values())))
     if len(weights) == 1:
@@ -117,7 +132,7 @@ def choose_weight(method: str, per_seed: dict) -> float | None:
 
 def per_seed_best(method: str, per_seed: dict) -> list:
     """The paper's convention (optimistic): each seed's highest success over weights on its reported episodes."""
-    if method in METHODS and not METHODS[method].sweep:
+    if not has_sweep(method):
         return [s["reported"][0.0] for s in per_seed.values() if 0.0 in s.get("reported", {})]
     return [max(s["reported"].values()) for s in per_seed.values() if s.get("reported")]
 

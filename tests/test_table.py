@@ -147,7 +147,9 @@ def test_a_sweep_without_held_out_episodes_reports_no_number(runs):
 def test_methods_map_to_their_evaluations():
     assert table.method_name("qgf", "noisy", 1) == "qfql" and table.method_name("qgf", "none", 4) == "bfn4"
     assert table.method_name("edp", "none", 1) == "edp" and table.method_name("edp", "qgf", 1) == "edp:qgf-bo1"
-    assert len({(m.agent, m.estimator, m.best_of_n) for m in sweep.METHODS.values()}) == len(sweep.METHODS)
+    # One evaluation per method: its agent, estimator, best-of-N and GradStep (on or off) name it.
+    identities = {(m.agent, m.estimator, m.best_of_n, m.grad_step) for m in sweep.METHODS.values()}
+    assert len(identities) == len(sweep.METHODS)
 
 
 def test_table_adds_the_papers_optimistic_convention_beside_the_held_out_choice(runs, tmp_path):

@@ -11,7 +11,8 @@ class Agent(NamedTuple):
 
     init(key, example_batch) -> state
     update(state, batch) -> (state, metrics)
-    act(state, observations, key, guidance_weight=None, goals=None) -> actions [B, H, A]
+    act(state, observations, key, guidance_weight=None, goals=None, unroll=False) -> actions [B, H, A]
+        (`unroll`, static: unroll the sampler's loops, for FLOP counting; see guidance.sample)
     validate(state, batch) -> metrics   (the training losses, without gradients or state change)
     """
 

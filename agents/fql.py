@@ -158,8 +158,9 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
         _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
         return metrics
 
-    def act(state: FQLState, observations, key, guidance_weight=None, goals=None):
+    def act(state: FQLState, observations, key, guidance_weight=None, goals=None, unroll=False):
         del guidance_weight  # FQL improves its policy at training time only.
+        del unroll  # One call of the one-step policy: no loop to unroll.
         batch_size = observations.shape[0]
         noise = jax.random.normal(key, (batch_size, horizon * state.action_dim))
         actions, _ = one_step_actions(state.one_step.apply_fn, state.one_step.params, observations, noise, goals)

@@ -49,8 +49,8 @@ def main(argv=None) -> dict:
     states = jax.jit(jax.vmap(agent.init, in_axes=(0, None)))(jax.random.split(jax.random.key(0), 1), batch)
     weights = [float(w) for w in args.weights.split(",")]
 
-    def act(state, observations, key, guidance_weight, goals):
-        return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals)
+    def act(state, observations, key, guidance_weight, goals, unroll=False):
+        return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals, unroll=unroll)
 
     evaluate = make_sweep_evaluator(act, args.env, weights, args.episodes, args.max_envs, args.max_steps)
     rows, timing, _ = evaluate(states, jax.random.split(jax.random.key(1), 1), [0])

@@ -25,6 +25,7 @@ import agents
 import configs
 from bench.flops import forward_flops, guided_action_flops, update_flops
 from bench.output import write_json
+from runner.flops import xla_flops
 
 DEFAULT_OUT = os.path.join("bench", "results", "throughput.json")
 QUICK_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -113,20 +114,6 @@ def time_calls(call, repeats: int, min_seconds: float, warmup: int = 2) -> list[
         call()
         times.append(time.perf_counter() - t0)
     return times
-
-
-def xla_flops(compiled) -> float | None:
-    """XLA's FLOP count of a compiled computation, or None where the backend gives none."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception as error:  # Cost analysis is optional per backend; its absence is reported, not fatal.
-        print(f"cost_analysis unavailable: {error}", file=sys.stderr)
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    return float(cost["flops"])
 
 
 def while_body_counted_once() -> bool:

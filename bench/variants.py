@@ -1,60 +1,33 @@
-"""What limits qgf's throughput: matmul ceilings at the networks' own shapes, and prototype variants.
+"""What limits qgf's throughput: matmul ceilings at the networks' own shapes, and config variants.
 
     python -m bench.variants [--rounds 5] [--out bench/results/variants.json]
 
 Variants are timed round-robin (one call of each per round, median over rounds), so a load change on a
-shared machine hits them all alike. Nothing here changes the core code: the separate-critics variant
-swaps `agents.qgf.Critic` for this module's `SeparateCritics` while building its agent only.
+shared machine hits them all alike. Every variant is a qgf config (`make_agent(**overrides)`).
 """
 
 import argparse
 import os
 import statistics
 import time
-from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 import agents
-import agents.qgf
 import configs
 from bench.flops import guided_action_flops, update_flops
 from bench.output import write_json
 from bench.throughput import fake_batch
-from networks.mlp import MLP, concat_inputs
 
 OBS_DIM, ACTION_DIM = 40, 5
 
 
-class SeparateCritics(nn.Module):
-    """The critic ensemble as `num_critics` plain MLPs (unbatched matmuls) instead of one `nn.vmap`; output [E, B]."""
-
-    hidden_dims: Sequence[int]
-    num_critics: int = 2
-    activation: str = "gelu"
-    layer_norm: bool = True
-
-    @nn.compact
-    def __call__(self, observations, actions, goals=None):
-        x = concat_inputs(observations, goals, actions)
-        members = [
-            MLP(self.hidden_dims, 1, self.activation, self.layer_norm)(x)[..., 0] for _ in range(self.num_critics)
-        ]
-        return jnp.stack(members)
-
-
-def make_agent(separate_critics: bool = False, **overrides):
+def make_agent(**overrides):
     config = configs.get_config("qgf")
     for name, value in overrides.items():
         setattr(config, name, value)
-    original = agents.qgf.Critic
-    agents.qgf.Critic = SeparateCritics if separate_critics else original
-    try:
-        return agents.make("qgf", config), config
-    finally:
-        agents.qgf.Critic = original
+    return agents.make("qgf", config), config
 
 
 def update_call(agent, config, n: int):
@@ -140,7 +113,6 @@ def main(argv=None):
 
     base_agent, base_config = make_agent()
     plain_agent, plain_config = make_agent(activation="relu", actor_layer_norm=False, critic_layer_norm=False)
-    separate_agent, separate_config = make_agent(separate_critics=True)
     candidates = {
         "dot 2048x2048x2048": dot_call((2048, 2048), (2048, 2048), MATMUL, repeats=1),
         "dot 2048^3 bf16": dot_call((2048, 2048), (2048, 2048), MATMUL, jnp.bfloat16, repeats=1),
@@ -153,10 +125,8 @@ def main(argv=None):
         "update (baseline, scan)": update_call(base_agent, base_config, n),
         "update (python loop of jitted steps)": python_loop_update_call(base_agent, base_config, n),
         "update (relu, no LayerNorm)": update_call(plain_agent, plain_config, n),
-        "update (separate critics, no vmap)": update_call(separate_agent, separate_config, n),
         "act B=1000 (baseline)": act_call(base_agent, base_config, 1000),
         "act B=1000 (relu, no LayerNorm)": act_call(plain_agent, plain_config, 1000),
-        "act B=1000 (separate critics, no vmap)": act_call(separate_agent, separate_config, 1000),
     }
     for call, _ in candidates.values():  # Compile and warm up.
         call()

@@ -7,10 +7,7 @@ policy is called on the full, padded batch at every decision, so one compiled ca
 sweep whatever the number of unfinished episodes.
 """
 
-import contextlib
-import functools
 import time
-import weakref
 
 import jax
 import numpy as np
@@ -18,7 +15,7 @@ import numpy as np
 import envs
 from agents.training import over_seeds
 from runner.videos import recorded_episodes
-from bench.throughput import xla_flops
+from runner.flops import flops_per_decision
 
 EVAL_TASKS = (1, 2, 3, 4, 5)  # OGBench's evaluation goals of a goal-conditioned env
 
@@ -58,43 +55,6 @@ def headline_rows(rows: list[dict]) -> list[dict]:
     return rows
 
 
-@contextlib.contextmanager
-def unrolled_scans():
-    """While active, every `jax.lax.scan` traced is unrolled: XLA's cost analysis counts a loop body once,
-    whatever its trip count, but counts every copy of an unrolled one."""
-    scan = jax.lax.scan
-    jax.lax.scan = functools.partial(scan, unroll=True)
-    try:
-        yield
-    finally:
-        jax.lax.scan = scan
-
-
-_FLOPS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # act -> {input shapes: FLOPs}
-
-
-def flops_per_decision(act, *args) -> float | None:
-    """FLOPs of one decision (one action chunk for one environment) of `act(*args)`, whose array arguments
-    all have a leading batch axis except the first (the agent state) and the third (the key).
-
-    XLA's cost analysis of the compiled call on one observation, with every scan unrolled (the Euler
-    integration, best-of-N's candidates and bptt's inner integration all count in full). A jitted `act` is
-    traced afresh from the function it wraps (its cached trace has rolled scans). XLA counts a conditional
-    at its costlier branch, so `bptt`, whose inner integration skips the steps already taken by
-    `lax.cond`, is an upper bound. None where the backend gives no cost analysis.
-    """
-    state, observations, key, *rest = args
-    one = jax.tree_util.tree_map(lambda x: x[:1], (observations, *rest))
-    shapes = str(jax.tree_util.tree_map(lambda x: (x.shape, str(x.dtype)), one))
-    cache = _FLOPS_CACHE.setdefault(act, {})
-    if shapes not in cache:
-        policy = getattr(act, "__wrapped__", act)
-        with unrolled_scans():
-            compiled = jax.jit(lambda s, o, k, *r: policy(s, o, k, *r)).lower(state, one[0], key, *one[1:]).compile()
-        cache[shapes] = xla_flops(compiled)
-    return cache[shapes]
-
-
 def make_sweep_evaluator(
     act,
     env_name: str,
@@ -110,10 +70,11 @@ def make_sweep_evaluator(
     records `videos_per_weight` episodes of each weight of each seed (runner.videos.recorded_episodes): a
     recording is {guidance_weight, task, episode, success, frames [T + 1, H, W, 3]}; only their envs render.
 
-    `act(state, observations, key, guidance_weight, goals) -> [N, H, A]` is one seed's act (`goals` is
-    None for single-task envs); it runs over the leading seed axis of `states` and `keys` [S] (vmapped or
-    mapped, `seed_batching`, see agents.training.over_seeds) and is compiled once. Seed s resets its
-    episodes from `reset_seeds[s]`. The batch is seed-major, then weight-major as in the module docstring.
+    `act(state, observations, key, guidance_weight, goals, unroll=False) -> [N, H, A]` is one seed's act
+    (`goals` is None for single-task envs; `unroll=True` is for runner.flops); it runs over the leading
+    seed axis of `states` and `keys` [S] (vmapped or mapped, `seed_batching`, see agents.training.over_seeds)
+    and is compiled once. Seed s resets its episodes from `reset_seeds[s]`. The batch is seed-major, then
+    weight-major as in the module docstring.
     """
     goal_conditioned = not envs.parse_name(env_name).singletask
     tasks = EVAL_TASKS if goal_conditioned else ("all",)

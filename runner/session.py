@@ -105,8 +105,8 @@ class Session:
         self.runs.close()
 
 
-def act_with_weights(agent, state, observations, key, guidance_weight, goals):
-    return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals)
+def act_with_weights(agent, state, observations, key, guidance_weight, goals, unroll=False):
+    return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals, unroll=unroll)
 
 
 def open_session(plan: RunPlan) -> Session:

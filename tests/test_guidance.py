@@ -224,3 +224,38 @@ def test_unknown_estimator_is_a_clear_error():
             guidance_weight=0.0,
             estimator="qfg",
         )
+
+
+@pytest.mark.parametrize("estimator", ["qgf", "bptt"])
+def test_unroll_keeps_the_samples_and_lets_xla_count_every_step(estimator):
+    """XLA's cost analysis counts a rolled loop's body once: the same FLOPs for K = 2, 3, 4 steps. Unrolled,
+    each Euler step adds the same cost (first differences equal), and bptt's inner integration makes the
+    count quadratic in K (second differences equal)."""
+    from runner.flops import xla_flops
+
+    M, N, P, observations, noise = (jnp.asarray(x, jnp.float32) for x in analytic_problem())
+    velocity_fn, critic_fn = jax_fns(M, N, P)
+
+    def guided(observations, noise, steps, unroll):
+        return guidance.sample(
+            velocity_fn,
+            critic_fn,
+            observations,
+            noise,
+            guidance_weight=0.3,
+            estimator=estimator,
+            steps=steps,
+            unroll=unroll,
+        )
+
+    compiled = jax.jit(guided, static_argnums=(2, 3))
+    np.testing.assert_allclose(
+        compiled(observations, noise, 4, True), compiled(observations, noise, 4, False), atol=1e-6
+    )
+    flops = {
+        unroll: [xla_flops(compiled.lower(observations[:1], noise[:1], k, unroll).compile()) for k in (2, 3, 4, 5)]
+        for unroll in (False, True)
+    }
+    assert len(set(flops[False])) == 1
+    differences = np.diff(flops[True], n=2 if estimator == "bptt" else 1)
+    assert differences[0] > 0 and np.all(differences == differences[0]), flops

@@ -115,14 +115,15 @@ def test_flops_per_decision_counts_every_loop_step_and_matches_the_analytic_coun
 
     import agents
     from bench.flops import guided_action_flops
-    from runner.evaluation import flops_per_decision
+    from runner.flops import flops_per_decision
 
     matrix = jnp.eye(8)
 
-    def five_matmuls(state, observations, key, weights, goals):
-        return jax.lax.scan(lambda x, _: (x @ state, None), observations, None, length=5)[0]
+    def five_matmuls(state, observations, key, weights, goals, unroll=False):
+        return jax.lax.scan(lambda x, _: (x @ state, None), observations, None, length=5, unroll=unroll)[0]
 
-    # Per observation: 5 steps of a [1, 8] × [8, 8] product, 2·8·8 FLOPs each (XLA counts a rolled body once).
+    # Per observation: 5 steps of a [1, 8] × [8, 8] product, 2·8·8 FLOPs each (XLA counts a rolled body once:
+    # the count is right only because flops_per_decision passes unroll=True).
     assert flops_per_decision(five_matmuls, matrix, jnp.ones((3, 8)), None, jnp.zeros(3), None) == 5 * 2 * 8 * 8
 
     config = configs.get_config("qgf")

@@ -126,7 +126,7 @@ def make_cfgrl(config: ml_collections.ConfigDict) -> Agent:
         _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
         return metrics
 
-    def act(state: CFGRLState, observations, key, guidance_weight=None, goals=None):
+    def act(state: CFGRLState, observations, key, guidance_weight=None, goals=None, unroll=False):
         weight = config.guidance_weight if guidance_weight is None else guidance_weight
         batch_size = observations.shape[0]
         weights = jnp.broadcast_to(jnp.asarray(weight, observations.dtype), (batch_size,))
@@ -149,7 +149,7 @@ def make_cfgrl(config: ml_collections.ConfigDict) -> Agent:
 
         flat_action_dim = horizon * state.action_dim
         actions = sample_chunks(
-            velocity_fn, critic_fn, inputs, key, flat_action_dim, 0.0, config, estimator="none"
+            velocity_fn, critic_fn, inputs, key, flat_action_dim, 0.0, config, estimator="none", unroll=unroll
         )
         return actions.reshape(batch_size, horizon, state.action_dim)
 

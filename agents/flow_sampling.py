@@ -20,13 +20,14 @@ def sample_chunks(
     guidance_weight,
     config: ml_collections.ConfigDict,
     estimator: str | None = None,
+    unroll: bool = False,
 ) -> jax.Array:
     """Flat chunks [B, D] for the B rows of `inputs` (a PyTree whose first leaf is the observations).
 
     Integrates the flow (`config.denoising_steps` Euler steps, guided by `estimator`, default
     `config.estimator`, at `guidance_weight`), refines each sample by `config.grad_steps` GradStep ascent steps
     of size `config.grad_step_size` on `critic_fn`, and with `config.best_of_n` > 1 keeps the candidate of
-    highest `critic_fn` among refined ones.
+    highest `critic_fn` among refined ones. `unroll` unrolls the sampler's loops (see guidance.sample).
     """
     batch_size = jax.tree_util.tree_leaves(inputs)[0].shape[0]
     options = dict(
@@ -35,6 +36,7 @@ def sample_chunks(
         steps=config.denoising_steps,
         grad_steps=config.get("grad_steps", 0),
         grad_step_size=config.get("grad_step_size", 0.0),
+        unroll=unroll,
     )
     if config.best_of_n > 1:
         noise = jax.random.normal(key, (batch_size, config.best_of_n, flat_action_dim))

@@ -102,7 +102,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
         _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
         return metrics
 
-    def act(state: QGFState, observations, key, guidance_weight=None, goals=None):
+    def act(state: QGFState, observations, key, guidance_weight=None, goals=None, unroll=False):
         weight = config.guidance_weight if guidance_weight is None else guidance_weight
         batch_size = observations.shape[0]
         flat_action_dim = horizon * state.action_dim
@@ -115,7 +115,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
             q = state.critic.apply_fn(state.critic.params, inputs[0], actions, inputs[1])
             return aggregate(q, config.critic_aggregation)
 
-        actions = sample_chunks(velocity_fn, critic_fn, inputs, key, flat_action_dim, weight, config)
+        actions = sample_chunks(velocity_fn, critic_fn, inputs, key, flat_action_dim, weight, config, unroll=unroll)
         return actions.reshape(batch_size, horizon, state.action_dim)
 
     return Agent(init=init, update=update, act=act, validate=validate)

@@ -93,7 +93,7 @@ def make_robust_q(config: ml_collections.ConfigDict) -> Agent:
         _, robust_metrics = robust_loss(state.robust_critic.params, state, batch, jax.random.fold_in(state.rng, 1))
         return {**base.validate(state.base, batch), **robust_metrics}
 
-    def act(state: RobustQState, observations, key, guidance_weight=None, goals=None):
+    def act(state: RobustQState, observations, key, guidance_weight=None, goals=None, unroll=False):
         weight = config.guidance_weight if guidance_weight is None else guidance_weight
         batch_size = observations.shape[0]
         weights = jnp.broadcast_to(jnp.asarray(weight, observations.dtype), (batch_size,))
@@ -115,7 +115,7 @@ def make_robust_q(config: ml_collections.ConfigDict) -> Agent:
 
         flat_action_dim = horizon * state.base.action_dim
         actions = sample_chunks(
-            velocity_fn, critic_fn, inputs, key, flat_action_dim, 0.0, config, estimator="none"
+            velocity_fn, critic_fn, inputs, key, flat_action_dim, 0.0, config, estimator="none", unroll=unroll
         )
         return actions.reshape(batch_size, horizon, state.base.action_dim)
 

@@ -2,7 +2,9 @@
 
 Both are pure functions of their inputs; `guidance_weight` is traced (a scalar or one weight per
 sample), so a whole sweep of weights runs as one batch under one compilation, while `estimator`,
-`steps` and the number of candidates are static.
+`steps`, `unroll` and the number of candidates are static. `unroll=True` unrolls every loop (the Euler
+integration and an estimator's own) into straight-line code: same actions, a larger program, and what
+XLA's cost analysis needs to count every step (it counts a rolled loop's body once; runner.flops).
 """
 
 from typing import Any
@@ -31,6 +33,7 @@ def sample(
     steps: int = 10,
     grad_steps: int = 0,
     grad_step_size: float | jax.Array = 0.0,
+    unroll: bool = False,
 ) -> jax.Array:
     """Integrates a_{t+dt} = a_t + dt (v(s, a_t, t) + w g) from a_0 = `noise` [B, D]; returns clip(a_1, -1, 1),
     refined by `grad_steps` GradStep ascent steps of size `grad_step_size` on `critic_fn` (none by default).
@@ -49,12 +52,16 @@ def sample(
     def euler_step(actions, step_index):
         times = jnp.full((batch_size,), step_index, noise.dtype) / steps
         velocity = velocity_fn(observations, actions, times)
-        gradient = estimate(velocity_fn, critic_fn, observations, actions, times, velocity, step_index, steps)
+        gradient = estimate(
+            velocity_fn, critic_fn, observations, actions, times, velocity, step_index, steps, unroll=unroll
+        )
         return actions + dt * (velocity + weights * gradient), None
 
-    actions, _ = jax.lax.scan(euler_step, noise, jnp.arange(steps))
+    actions, _ = jax.lax.scan(euler_step, noise, jnp.arange(steps), unroll=unroll)
     actions = jnp.clip(actions, -1.0, 1.0)
-    return gradient_steps(critic_fn, observations, actions, step_size=grad_step_size, num_steps=grad_steps)
+    return gradient_steps(
+        critic_fn, observations, actions, step_size=grad_step_size, num_steps=grad_steps, unroll=unroll
+    )
 
 
 def best_of_n(
@@ -68,6 +75,7 @@ def best_of_n(
     steps: int = 10,
     grad_steps: int = 0,
     grad_step_size: float | jax.Array = 0.0,
+    unroll: bool = False,
 ) -> jax.Array:
     """Draws N guided candidates per observation from `noise` [B, N, D] and keeps the one of highest Q.
 
@@ -88,6 +96,7 @@ def best_of_n(
         steps=steps,
         grad_steps=grad_steps,
         grad_step_size=grad_step_size,
+        unroll=unroll,
     )
     scores = critic_fn(candidate_observations, candidates).reshape(batch_size, num_candidates)
     best = jnp.argmax(scores, axis=1)

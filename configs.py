@@ -138,6 +138,7 @@ def cfgrl_config() -> ml_collections.ConfigDict:
     """CFGRL (agents/cfgrl.py): a velocity field conditioned on an optimality label, guided classifier-free."""
     c = qgf_config()
     c.agent_name = "cfgrl"
+    del c.time_embedding  # Its velocity field always takes the 16-d sinusoidal embedding of t (and of its label).
     c.unconditional_weight = 0.1  # Weight of the label-0 (all samples) flow loss; label 1 fits adv > 0 only.
     c.advantage_threshold = 0.0  # Label 1 marks chunks with Q̄(s, A) − V(s) above this.
     c.estimator = "none"  # CFGRL guides by its labels' velocity contrast; must stay "none".
@@ -209,6 +210,9 @@ _OFFICIAL_QGF_NETWORKS = {
 PAPER_AGENT_SETTINGS = {
     "qgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
     "gcqgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
+    "robust_q": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
+    # CFGRL's velocity field always embeds t (sinusoidal) and its label; best-of-N ranks by the online critic.
+    "cfgrl": {"actor_layer_norm_last_hidden": False, "actor_output_init": "lecun_normal"},
     "edp": {
         **_OFFICIAL_QGF_NETWORKS,
         "guidance_critic": "target",

@@ -28,6 +28,7 @@ from agents.losses import flow_interpolation
 from agents.train_states import adam_train_state
 from networks import aggregate
 from networks.label_conditioned_velocity_field import LabelConditionedVelocityField
+from networks.mixed_precision import compute_dtype
 
 
 class CFGRLState(flax.struct.PyTreeNode):
@@ -65,7 +66,13 @@ def make_cfgrl(config: ml_collections.ConfigDict) -> Agent:
             raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
         flat_actions = chunk.reshape(chunk.shape[0], -1)
         velocity = LabelConditionedVelocityField(
-            config.actor_hidden_dims, flat_actions.shape[-1], config.activation, config.actor_layer_norm
+            config.actor_hidden_dims,
+            flat_actions.shape[-1],
+            config.activation,
+            config.actor_layer_norm,
+            dtype=compute_dtype(config.get("compute_dtype", "float32")),
+            layer_norm_last_hidden=config.get("actor_layer_norm_last_hidden", True),
+            output_init=config.get("actor_output_init", "glorot_uniform"),
         )
         policy_key, critic_key, rng = jax.random.split(key, 3)
         batch_size = flat_actions.shape[0]

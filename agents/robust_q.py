@@ -30,6 +30,7 @@ from agents.qgf import QGFState, make_qgf
 from agents.train_states import adam_train_state
 from guidance.estimators import critic_gradient
 from networks import aggregate
+from networks.mixed_precision import compute_dtype
 from networks.noise_conditioned_critic import NoiseConditionedCritic
 
 
@@ -50,7 +51,12 @@ def noise_conditioned_critic_loss(robust_apply, params, observations, clean, tar
 def make_robust_q(config: ml_collections.ConfigDict) -> Agent:
     horizon = config.horizon
     base = make_qgf(config)
-    robust_critic = NoiseConditionedCritic(config.critic_hidden_dims, config.activation, config.critic_layer_norm)
+    robust_critic = NoiseConditionedCritic(
+        config.critic_hidden_dims,
+        config.activation,
+        config.critic_layer_norm,
+        dtype=compute_dtype(config.get("compute_dtype", "float32")),
+    )
 
     def init(key: jax.Array, example_batch: Batch) -> RobustQState:
         base_key, robust_key, rng = jax.random.split(key, 3)

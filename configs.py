@@ -338,8 +338,9 @@ DEFAULT_GOAL_CONDITIONED_ENV = "cube-double-play-v0"
 
 
 # Model-size scaling: actor (velocity field) parameter counts of about 0.8M, 3.2M and 12.7M at the paper's
-# sizes (4 hidden layers; input s + H·A + 1, output H·A; e.g. cube-triple: obs 46, H·A = 25), reached by
-# width 512, 1024 and 2048. The critic is scaled alike. tests/test_fql_edp.py checks the counts.
+# sizes (the official actor under `paper`: 4 hidden layers, input s + H·A + 16 (sinusoidal t), output H·A; e.g.
+# cube-triple: obs 46, H·A = 25: 0.85M, 3.27M, 12.9M), reached by width 512, 1024 and 2048. The critic is scaled
+# alike. tests/test_fql_edp.py checks the counts, tests/test_official_networks.py the exact official ones.
 MODEL_SIZES = {"size-0.8m": 512, "size-3.2m": 1024, "size-12.7m": 2048}
 
 

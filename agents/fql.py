@@ -1,13 +1,23 @@
 """FQL: flow Q-learning, a training-time baseline (Park, Li, Levine 2025).
 
-Three networks learn together in one jitted step:
-- the velocity field v(s, a_t, t), trained by flow-matching behaviour cloning only (as in qgf);
-- a one-step policy μ(s, z), z ~ N(0, I) of the flattened chunk's size, trained to
-  α ‖μ(s, z) − ODE_v(s, z)‖² − Q(s, clip(μ(s, z))) / stop_grad(mean |Q|), where ODE_v(s, z) is the
-  velocity field's plain Euler integration from z (a distillation target, no gradient) and the Q term
-  is normalised by its own mean magnitude, so that α alone sets the trade-off whatever the reward scale;
-- a critic ensemble Q(s, a_chunk) fit by chunked TD toward R + γ^H · mask · aggregate(Q_target(s_{t+H},
-  clip(μ(s_{t+H}, z')))), with a Polyak target. There is no value network.
+Networks, learnt together in one jitted step:
+- the velocity field v(s, a_t, t), trained by flow-matching behaviour cloning only;
+- a one-step policy μ(s, z), z ~ N(0, I) of the flattened chunk's size (an MLP on [s, g, z], no time input);
+- the critic: with `critic_loss="iql"` (the paper's runs) the shared IQL critic of agents/iql.py (ensemble Q,
+  Polyak target Q̄, expectile value V; Q regressed on R + γ^H · mask · V(s')); with `critic_loss="td"` FQL's own,
+  Q regressed on R + γ^H · mask · agg Q̄(s', clip(μ(s', z'))) and no value network.
+
+The actor loss (BASELINES.md §3.1), with w_b = valid[b, -1] the chunk's validity and w_{bd} the validity of
+the action that dimension d belongs to:
+
+    L_flow    = (1/(B·D)) Σ_{b,d} w_{bd} (v(s, a_t, t) − (a_1 − a_0))_d²      t ~ U(0, 1) (`flow_times="uniform"`)
+    L_distill = (1/(B·D)) Σ_{b,d} w_{bd} (μ(s, z) − sg(Ψ(s, z)))_d²           Ψ: v's plain K-step Euler ODE, clipped
+    L_Q       = −(1/B) Σ_b w_b agg_j Q_j(s, clip(μ(s, z), −1, 1))            online Q, current params, agg =
+                                                                              `actor_q_aggregation` (official: mean)
+    L_actor   = L_flow + α L_distill + L_Q
+
+`normalize_q_loss=True` divides L_Q by sg(mean_b |agg_j Q_j|), so that α alone sets the trade-off whatever the
+reward scale; the paper's α values (1000, 300) assume the raw Q (`normalize_q_loss=False`).
 
 `act` returns clip(μ(s, z)) as [B, H, A]: one network call per decision. FQL has no test-time guidance:
 `guidance_weight` is accepted and ignored, and the config must keep `estimator="none"`, `best_of_n=1`.
@@ -23,9 +33,10 @@ from flax.training.train_state import TrainState
 
 import guidance
 from agents.agent import Agent, Batch
-from agents.losses import chunk_td_target, critic_td_loss, flow_matching_loss
-from agents.train_states import adam_train_state, polyak_update, target_train_state
-from networks import MLP, Critic, VelocityField, aggregate
+from agents.iql import apply_critic_gradients, iql_loss, init_critic_states, target_step
+from agents.losses import chunk_td_target, critic_td_loss, flow_interpolation, flow_matching_loss_at
+from agents.train_states import adam_train_state
+from networks import MLP, VelocityField, aggregate
 from networks.mlp import concat_inputs
 
 
@@ -34,32 +45,123 @@ class FQLState(flax.struct.PyTreeNode):
     one_step: TrainState  # μ(s, z), an MLP on [s, g, z].
     critic: TrainState
     target_critic: TrainState
-    rng: jax.Array  # Drives the flow-matching noise and the one-step policy's z in `update`.
+    value: TrainState | None  # The IQL value with critic_loss="iql"; None with "td".
+    rng: jax.Array  # Drives the flow-matching noise and times and the one-step policy's z in `update`.
     step: jax.Array
     action_dim: int = flax.struct.field(pytree_node=False)  # A, the size of one action of the chunk.
+
+
+class FQLDraws(flax.struct.PyTreeNode):
+    """The random inputs of one update's losses [B, D] (times [B]); `draw` samples them, tests build them by hand."""
+
+    noisy: jax.Array  # a_t = (1 − t) a_0 + t a_1 of the flow-matching loss.
+    times: jax.Array  # t.
+    velocity_target: jax.Array  # a_1 − a_0.
+    actor_noise: jax.Array  # z of the one-step policy's actor loss.
+    next_noise: jax.Array  # z' of the "td" critic's next chunk.
+
+
+def one_step_actions(apply_fn, params, observations, noise, goals):
+    """clip(μ(s, z), −1, 1) and the unclipped μ (the distillation term uses the latter)."""
+    raw = apply_fn(params, concat_inputs(observations, goals, noise))
+    return jnp.clip(raw, -1.0, 1.0), raw
+
+
+def flow_actions(state: FQLState, observations, noise, goals, steps: int):
+    """Ψ(s, z): the velocity field's unguided K-step Euler integration from `noise`, clipped, without gradients."""
+
+    def velocity_fn(inputs, actions, times):
+        return state.policy.apply_fn(state.policy.params, inputs[0], actions, times, inputs[1])
+
+    actions = guidance.sample(
+        velocity_fn, None, (observations, goals), noise, guidance_weight=0.0, estimator="none", steps=steps
+    )
+    return jax.lax.stop_gradient(actions)
+
+
+def draw(key: jax.Array, batch: Batch, config: ml_collections.ConfigDict) -> FQLDraws:
+    batch_size = batch["actions"].shape[0]
+    clean = batch["actions"].reshape(batch_size, -1)
+    flow_key, actor_key, next_key = jax.random.split(key, 3)
+    steps = None if config.flow_times == "uniform" else config.denoising_steps  # None: t ~ U(0, 1).
+    noisy, times, velocity_target = flow_interpolation(flow_key, clean, steps)
+    return FQLDraws(
+        noisy=noisy,
+        times=times,
+        velocity_target=velocity_target,
+        actor_noise=jax.random.normal(actor_key, clean.shape),
+        next_noise=jax.random.normal(next_key, clean.shape),
+    )
+
+
+def critic_loss(params, state: FQLState, batch: Batch, draws: FQLDraws, config: ml_collections.ConfigDict):
+    if config.critic_loss == "iql":
+        return iql_loss(params, state, batch, config)
+    # FQL's own TD critic: the target Q of the one-step policy's next chunk.
+    observations, goals = batch["observations"], batch.get("goals")
+    flat_actions = batch["actions"].reshape(batch["actions"].shape[0], -1)
+    next_observations = batch["next_observations"][:, -1]
+    next_actions, _ = one_step_actions(
+        state.one_step.apply_fn, state.one_step.params, next_observations, draws.next_noise, goals
+    )
+    next_q = aggregate(
+        state.target_critic.apply_fn(state.target_critic.params, next_observations, next_actions, goals),
+        config.critic_aggregation,
+    )
+    td_target = chunk_td_target(batch["rewards"], batch["masks"], next_q, config.discount)
+    return critic_td_loss(
+        state.critic.apply_fn, params["critic"], observations, flat_actions, td_target, batch["valid"][:, -1], goals
+    )
+
+
+def actor_loss(params, state: FQLState, batch: Batch, draws: FQLDraws, config: ml_collections.ConfigDict):
+    """L_actor = L_flow + α L_distill + L_Q (module docstring); `params["policy"]`, `params["one_step"]` get gradients."""
+    observations, goals = batch["observations"], batch.get("goals")
+    action_dim = batch["actions"].shape[2]
+    chunk_weights = batch["valid"][:, -1]  # w_b
+    action_weights = jnp.repeat(batch["valid"], action_dim, axis=1)  # w_{bd}
+    flow_loss, _ = flow_matching_loss_at(
+        state.policy.apply_fn,
+        params["policy"],
+        observations,
+        draws.noisy,
+        draws.times,
+        draws.velocity_target,
+        action_weights,
+        goals,
+    )
+    target_actions = flow_actions(state, observations, draws.actor_noise, goals, config.denoising_steps)
+    actions, raw_actions = one_step_actions(
+        state.one_step.apply_fn, params["one_step"], observations, draws.actor_noise, goals
+    )
+    distill_loss = jnp.mean(jnp.square(raw_actions - target_actions) * action_weights)
+    q = aggregate(state.critic.apply_fn(state.critic.params, observations, actions, goals), config.actor_q_aggregation)
+    q_loss = -jnp.mean(chunk_weights * q)
+    if config.normalize_q_loss:
+        q_loss = q_loss / (jax.lax.stop_gradient(jnp.mean(jnp.abs(q))) + 1e-6)
+    loss = flow_loss + config.alpha * distill_loss + q_loss
+    return loss, {
+        "policy/bc_loss": flow_loss,
+        "actor/loss": loss,
+        "actor/distill_loss": distill_loss,
+        "actor/q_loss": q_loss,
+        "actor/q_mean": jnp.mean(q),
+    }
+
+
+def fql_loss(params, state: FQLState, batch: Batch, draws: FQLDraws, config: ml_collections.ConfigDict):
+    """The critic's (and value's) loss plus L_actor, at given draws; every network in `params` gets its gradient."""
+    c_loss, c_metrics = critic_loss(params, state, batch, draws, config)
+    a_loss, a_metrics = actor_loss(params, state, batch, draws, config)
+    return c_loss + a_loss, {**c_metrics, **a_metrics}
 
 
 def make_fql(config: ml_collections.ConfigDict) -> Agent:
     if config.estimator != "none" or config.best_of_n != 1:
         raise ValueError("fql has no test-time guidance: keep estimator='none' and best_of_n=1")
+    if config.critic_loss not in ("iql", "td"):
+        raise ValueError(f"unknown fql critic_loss {config.critic_loss!r}; choose 'iql' or 'td'")
     horizon = config.horizon
-    steps = config.denoising_steps
-
-    def one_step_actions(apply_fn, params, observations, noise, goals):
-        """clip(μ(s, z), −1, 1) and the unclipped μ (the distillation term uses the latter)."""
-        raw = apply_fn(params, concat_inputs(observations, goals, noise))
-        return jnp.clip(raw, -1.0, 1.0), raw
-
-    def flow_actions(state: FQLState, observations, noise, goals):
-        """The velocity field's unguided Euler integration from `noise` (clipped), without gradients."""
-
-        def velocity_fn(inputs, actions, times):
-            return state.policy.apply_fn(state.policy.params, inputs[0], actions, times, inputs[1])
-
-        actions = guidance.sample(
-            velocity_fn, None, (observations, goals), noise, guidance_weight=0.0, estimator="none", steps=steps
-        )
-        return jax.lax.stop_gradient(actions)
 
     def init(key: jax.Array, example_batch: Batch) -> FQLState:
         observations, goals = example_batch["observations"], example_batch.get("goals")
@@ -68,94 +170,64 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
             raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
         flat_actions = chunk.reshape(chunk.shape[0], -1)
         flat_dim = flat_actions.shape[-1]
-        velocity = VelocityField(config.actor_hidden_dims, flat_dim, config.activation, config.actor_layer_norm)
-        one_step = MLP(config.actor_hidden_dims, flat_dim, config.activation, config.actor_layer_norm)
-        critic = Critic(config.critic_hidden_dims, config.num_critics, config.activation, config.critic_layer_norm)
+        actor_options = dict(
+            layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
+            output_init=config.actor_output_init,
+        )
+        velocity = VelocityField(
+            config.actor_hidden_dims,
+            flat_dim,
+            config.activation,
+            config.actor_layer_norm,
+            time_embedding=config.time_embedding,
+            **actor_options,
+        )
+        one_step = MLP(config.actor_hidden_dims, flat_dim, config.activation, config.actor_layer_norm, **actor_options)
         policy_key, one_step_key, critic_key, rng = jax.random.split(key, 4)
         times = jnp.zeros(flat_actions.shape[:1])
-        critic_params = critic.init(critic_key, observations, flat_actions, goals)
+        critics = init_critic_states(critic_key, config, observations, flat_actions, goals)
+        if config.critic_loss == "td":
+            critics["value"] = None
         one_step_params = one_step.init(one_step_key, concat_inputs(observations, goals, flat_actions))
         return FQLState(
             policy=adam_train_state(
                 velocity, velocity.init(policy_key, observations, flat_actions, times, goals), config.lr
             ),
             one_step=adam_train_state(one_step, one_step_params, config.lr),
-            critic=adam_train_state(critic, critic_params, config.lr),
-            target_critic=target_train_state(critic, critic_params),
+            **critics,
             rng=rng,
             step=jnp.zeros((), jnp.int32),
             action_dim=chunk.shape[2],
         )
 
-    def total_loss(params, state: FQLState, batch: Batch, key: jax.Array):
-        observations, goals = batch["observations"], batch.get("goals")
-        batch_size = observations.shape[0]
-        flat_actions = batch["actions"].reshape(batch_size, -1)
-        bc_key, next_key, actor_key = jax.random.split(key, 3)
-        bc_loss, bc_metrics = flow_matching_loss(
-            state.policy.apply_fn,
-            params["policy"],
-            observations,
-            batch["actions"],
-            batch["valid"],
-            bc_key,
-            steps,
-            goals,
-        )
-
-        # Critic: chunked TD toward the target Q of the one-step policy's next chunk.
-        next_observations = batch["next_observations"][:, -1]
-        next_noise = jax.random.normal(next_key, flat_actions.shape)
-        next_actions, _ = one_step_actions(
-            state.one_step.apply_fn, state.one_step.params, next_observations, next_noise, goals
-        )
-        next_q = aggregate(
-            state.target_critic.apply_fn(state.target_critic.params, next_observations, next_actions, goals),
-            config.critic_aggregation,
-        )
-        td_target = chunk_td_target(batch["rewards"], batch["masks"], next_q, config.discount)
-        q_loss, q_metrics = critic_td_loss(
-            state.critic.apply_fn, params["critic"], observations, flat_actions, td_target, batch["valid"][:, -1], goals
-        )
-
-        # One-step policy: distil the flow's ODE output and maximise the (normalised) critic.
-        noise = jax.random.normal(actor_key, flat_actions.shape)
-        target_actions = flow_actions(state, observations, noise, goals)
-        actions, raw_actions = one_step_actions(state.one_step.apply_fn, params["one_step"], observations, noise, goals)
-        distill_loss = jnp.mean(jnp.square(raw_actions - target_actions))
-        q = aggregate(
-            state.critic.apply_fn(state.critic.params, observations, actions, goals), config.actor_q_aggregation
-        )
-        q_scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
-        actor_q_loss = -jnp.mean(q) / (q_scale + 1e-6)
-        actor_loss = config.alpha * distill_loss + actor_q_loss
-        actor_metrics = {
-            "actor/loss": actor_loss,
-            "actor/distill_loss": distill_loss,
-            "actor/q_loss": actor_q_loss,
-            "actor/q_mean": jnp.mean(q),
-        }
-        return bc_loss + q_loss + actor_loss, {**bc_metrics, **q_metrics, **actor_metrics}
-
     def current_params(state: FQLState):
-        return {"policy": state.policy.params, "one_step": state.one_step.params, "critic": state.critic.params}
+        params = {"policy": state.policy.params, "one_step": state.one_step.params, "critic": state.critic.params}
+        if state.value is not None:
+            params["value"] = state.value.params
+        return params
 
     def update(state: FQLState, batch: Batch):
         rng, key = jax.random.split(state.rng)
-        grads, metrics = jax.grad(total_loss, has_aux=True)(current_params(state), state, batch, key)
-        critic = state.critic.apply_gradients(grads=grads["critic"])
+        grads, metrics = jax.grad(fql_loss, has_aux=True)(
+            current_params(state), state, batch, draw(key, batch, config), config
+        )
+        if state.value is not None:
+            critics = apply_critic_gradients(state, grads, config)
+        else:
+            critic = state.critic.apply_gradients(grads=grads["critic"])
+            critics = {"critic": critic, "target_critic": target_step(state, critic, config)}
         new_state = state.replace(
             policy=state.policy.apply_gradients(grads=grads["policy"]),
             one_step=state.one_step.apply_gradients(grads=grads["one_step"]),
-            critic=critic,
-            target_critic=polyak_update(state.target_critic, critic.params, config.target_rate),
+            **critics,
             rng=rng,
             step=state.step + 1,
         )
         return new_state, metrics
 
     def validate(state: FQLState, batch: Batch):
-        _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
+        draws = draw(jax.random.fold_in(state.rng, 1), batch, config)
+        _, metrics = fql_loss(current_params(state), state, batch, draws, config)
         return metrics
 
     def act(state: FQLState, observations, key, guidance_weight=None, goals=None, unroll=False):

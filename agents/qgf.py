@@ -4,8 +4,10 @@ Training is two independent supervised-style objectives in one jitted step: flow
 cloning of the dataset's action chunks (the velocity field), and the shared IQL critic of agents/iql.py
 (an ensemble Q with a Polyak target, and an expectile value V) fit by chunked TD. No actor-critic loss
 exists. At test time `act` integrates the flow with `guidance.sample`, adding w ∇Q at the clean-action
-estimate to every Euler step; `config.estimator` selects the gradient estimator (`qgf`, `jacobian`, `noisy`, `bptt`,
-`none`) and `config.best_of_n` draws several guided candidates and keeps the highest-Q one.
+estimate to every Euler step; `config.estimator` selects the gradient estimator (`qgf`, `jacobian`, `noisy`,
+`bptt`, `none`) and `config.best_of_n` draws several guided candidates and keeps the highest-Q one. Q is
+`config.guidance_critic`'s ensemble ("target": the Polyak copy Q̄, as the official sampler; "online")
+reduced by `config.critic_aggregation`; it also ranks best-of-N and GradStep's ascent.
 
 Batches carry `observations [B, O]`, `actions [B, H, A]`, `rewards [B, H]` (discounted, cumulative),
 `masks [B, H]`, `valid [B, H]`, `next_observations [B, H, O]` and optionally `goals [B, G]` (every
@@ -51,7 +53,13 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
             raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
         flat_actions = chunk.reshape(chunk.shape[0], -1)
         velocity = VelocityField(
-            config.actor_hidden_dims, flat_actions.shape[-1], config.activation, config.actor_layer_norm
+            config.actor_hidden_dims,
+            flat_actions.shape[-1],
+            config.activation,
+            config.actor_layer_norm,
+            time_embedding=config.time_embedding,
+            layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
+            output_init=config.actor_output_init,
         )
         policy_key, critic_key, rng = jax.random.split(key, 3)
         times = jnp.zeros(flat_actions.shape[:1])
@@ -111,8 +119,11 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
         def velocity_fn(inputs, actions, times):
             return state.policy.apply_fn(state.policy.params, inputs[0], actions, times, inputs[1])
 
+        # The critic that guides and ranks: the official sampler uses the target Q̄ (`guidance_critic="target"`).
+        guide = state.target_critic if config.guidance_critic == "target" else state.critic
+
         def critic_fn(inputs, actions):
-            q = state.critic.apply_fn(state.critic.params, inputs[0], actions, inputs[1])
+            q = guide.apply_fn(guide.params, inputs[0], actions, inputs[1])
             return aggregate(q, config.critic_aggregation)
 
         actions = sample_chunks(velocity_fn, critic_fn, inputs, key, flat_action_dim, weight, config, unroll=unroll)

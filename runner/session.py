@@ -20,8 +20,8 @@ from runner.report import write_report
 from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
 from runner.run_dir import write_config
 from runner.seed_runs import SeedRuns
-from runner.videos import RenderingUnavailable, choose_gl_backend, write_videos
 from runner.slice_rotation import SliceRotation
+from runner.videos import RenderingUnavailable, choose_gl_backend, write_videos
 
 
 @dataclasses.dataclass

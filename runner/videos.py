@@ -125,7 +125,9 @@ def write_videos(out_dir: str, step: int, recordings: list[dict]) -> list[dict]:
     os.makedirs(directory, exist_ok=True)
     written = []
     for recording in recordings:
-        stem = os.path.join(directory, video_name(recording["guidance_weight"], recording["task"], recording["episode"]))
+        stem = os.path.join(
+            directory, video_name(recording["guidance_weight"], recording["task"], recording["episode"])
+        )
         path = write_video(stem, recording["frames"])
         entry = {k: v for k, v in recording.items() if k != "frames"}
         written.append({**entry, "path": os.path.relpath(path, out_dir)})

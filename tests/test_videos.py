@@ -159,7 +159,7 @@ def test_recorded_ogbench_episodes_become_videos(tmp_path, monkeypatch):
     assert "[w0.1-ep2.mp4](videos/step4/w0.1-ep2.mp4)" in links and "task" not in links
 
 
-FAKE_WANDB = '''
+FAKE_WANDB = """
 import json, os
 __version__ = "0.21.0"
 class _Run:
@@ -173,7 +173,7 @@ class _Run:
             f.write(json.dumps({**kept, "seed": self.kwargs["config"]["seed"], "rows": self.rows}) + "\\n")
 def init(**kwargs):
     return _Run(**kwargs)
-'''
+"""
 
 
 def test_eval_only_writes_videos_linked_from_the_report_and_logs_to_wandb(finished_run, tmp_path):
@@ -207,7 +207,9 @@ def test_eval_only_writes_videos_linked_from_the_report_and_logs_to_wandb(finish
     assert count == int(float(row["length"])) + 1 and shape == (200, 200, 3)  # reset state + every step
     (run,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert (run["project"], run["mode"], run["dir"], run["seed"]) == ("qgf", "offline", out, 0)
-    assert run["group"].startswith(f"{TINY_TASK}/qgf/") and run["id"] == open(os.path.join(out, "wandb_id")).read().strip()
+    assert (
+        run["group"].startswith(f"{TINY_TASK}/qgf/") and run["id"] == open(os.path.join(out, "wandb_id")).read().strip()
+    )
     ((step, logged),) = run["rows"]  # one log call per step
     assert step == 4 and logged == {"eval/success_w0.1_task_all": float(row["success"])}
 

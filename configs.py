@@ -138,7 +138,6 @@ def cfgrl_config() -> ml_collections.ConfigDict:
     """CFGRL (agents/cfgrl.py): a velocity field conditioned on an optimality label, guided classifier-free."""
     c = qgf_config()
     c.agent_name = "cfgrl"
-    del c.time_embedding  # Its velocity field always takes the 16-d sinusoidal embedding of t (and of its label).
     c.unconditional_weight = 0.1  # Weight of the label-0 (all samples) flow loss; label 1 fits adv > 0 only.
     c.advantage_threshold = 0.0  # Label 1 marks chunks with Q̄(s, A) − V(s) above this.
     c.estimator = "none"  # CFGRL guides by its labels' velocity contrast; must stay "none".
@@ -153,6 +152,52 @@ def robust_q_config() -> ml_collections.ConfigDict:
     c = qgf_config()
     c.agent_name = "robust_q"
     c.estimator = "none"  # The guidance is ∇Q_ρ at a_t (not one of qgf's estimators); must stay "none".
+    return c
+
+
+def qam_config() -> ml_collections.ConfigDict:
+    """QAM (agents/qam.py): slow (BC) and fast (adjoint-matched) velocity fields and the IQL critic."""
+    c = qgf_config()
+    c.agent_name = "qam"
+    del c.guidance_critic, c.grad_steps, c.grad_step_size  # Its policy has no test-time guidance or refinement.
+    c.actor_layer_norm = False  # The official QAM velocity fields have no LayerNorm (and raw time, the default).
+    c.inv_temp = 0.1  # β of the tilted policy ∝ behaviour · exp(β Q) (the paper: 0.1 for every family).
+    c.actor_q_aggregation = "mean"  # Ensemble reduction of the target critic in the adjoint (official: mean).
+    c.clip_grad_norm = 1.0  # Global-norm clip of each group (the velocity fields; critic and value) before Adam.
+    c.estimator = "none"  # QAM has no test-time guidance; must stay "none".
+    c.guidance_weight = 0.0  # Accepted by `act` and ignored.
+    c.guidance_weights = (0.0,)  # One evaluation per run.
+    return c
+
+
+def ddpm_config(agent_name: str) -> ml_collections.ConfigDict:
+    """DAC and QSM (agents/ddpm.py): a DDPM noise predictor on the vp schedule, and the IQL critic."""
+    c = qgf_config()
+    c.agent_name = agent_name
+    del c.guidance_critic, c.grad_steps, c.grad_step_size  # Its policy has no test-time guidance or refinement.
+    # The noise predictor has no LayerNorm and takes the integer step through Fourier features.
+    del c.actor_layer_norm, c.actor_layer_norm_last_hidden, c.time_embedding
+    c.actor_activation = "mish"  # Activation of the noise predictor's MLPs (the critic keeps `activation`).
+    c.time_features = 64  # Learnable Fourier features of the integer denoising step.
+    c.alpha = 100.0  # Weight α of the DDPM BC loss against the method's Q term (family presets: the paper's).
+    c.actor_q_aggregation = "mean"  # Ensemble reduction of the target critic whose ∇Q the actor uses.
+    c.clip_grad_norm = 1.0  # One global-norm clip over every network's gradients before Adam.
+    c.estimator = "none"  # No test-time guidance; must stay "none".
+    c.guidance_weight = 0.0  # Accepted by `act` and ignored.
+    c.guidance_weights = (0.0,)  # One evaluation per run.
+    return c
+
+
+def dac_config() -> ml_collections.ConfigDict:
+    """DAC (agents/dac.py): the noise predictor pushed toward −∇Q by a linear term, plus α · DDPM BC."""
+    return ddpm_config("dac")
+
+
+def qsm_config() -> ml_collections.ConfigDict:
+    """QSM (agents/qsm.py): the noise predictor matched to −β ∇Q, plus α · DDPM BC."""
+    c = ddpm_config("qsm")
+    c.alpha = 10.0  # The paper's QSM α for every family.
+    c.inv_temp = 0.1  # β of the matched score −β ∇Q (the paper: 0.1 for every family).
     return c
 
 
@@ -196,6 +241,9 @@ AGENT_CONFIGS = {
     "edp": edp_config,
     "cfgrl": cfgrl_config,
     "robust_q": robust_q_config,
+    "qam": qam_config,
+    "dac": dac_config,
+    "qsm": qsm_config,
 }
 
 
@@ -210,9 +258,6 @@ _OFFICIAL_QGF_NETWORKS = {
 PAPER_AGENT_SETTINGS = {
     "qgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
     "gcqgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
-    "robust_q": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
-    # CFGRL's velocity field always embeds t (sinusoidal) and its label; best-of-N ranks by the online critic.
-    "cfgrl": {"actor_layer_norm_last_hidden": False, "actor_output_init": "lecun_normal"},
     "edp": {
         **_OFFICIAL_QGF_NETWORKS,
         "guidance_critic": "target",
@@ -227,6 +272,8 @@ PAPER_AGENT_SETTINGS = {
         "normalize_q_loss": False,
         "flow_times": "uniform",
     },
+    # QAM's three velocity fields are the official ActorFlowField without LayerNorm, with raw time (its defaults).
+    "qam": {"actor_output_init": "lecun_normal"},
 }
 
 
@@ -338,9 +385,8 @@ DEFAULT_GOAL_CONDITIONED_ENV = "cube-double-play-v0"
 
 
 # Model-size scaling: actor (velocity field) parameter counts of about 0.8M, 3.2M and 12.7M at the paper's
-# sizes (the official actor under `paper`: 4 hidden layers, input s + H·A + 16 (sinusoidal t), output H·A; e.g.
-# cube-triple: obs 46, H·A = 25: 0.85M, 3.27M, 12.9M), reached by width 512, 1024 and 2048. The critic is scaled
-# alike. tests/test_fql_edp.py checks the counts, tests/test_official_networks.py the exact official ones.
+# sizes (4 hidden layers; input s + H·A + 1, output H·A; e.g. cube-triple: obs 46, H·A = 25), reached by
+# width 512, 1024 and 2048. The critic is scaled alike. tests/test_fql_edp.py checks the counts.
 MODEL_SIZES = {"size-0.8m": 512, "size-3.2m": 1024, "size-12.7m": 2048}
 
 
@@ -408,6 +454,7 @@ AGENT_CHOICES = {
     "critic_loss": ("iql", "td"),
     "flow_times": ("uniform", "grid"),
 }
+ACTIVATION_NAMES = ("gelu", "relu", "silu", "tanh", "mish")  # networks.mlp.ACTIVATIONS' keys (a test checks)
 MASK_CONVENTIONS = ("success", "trajectory_end")  # envs.MASK_CONVENTIONS (a test checks)
 
 
@@ -476,6 +523,25 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
         )
     if config.agent_name == "edp":
         require(config.bc_weight >= 0, f"--agent.bc_weight={config.bc_weight} must be >= 0")
+    if config.agent_name in ("qam", "dac", "qsm"):
+        require(
+            config.estimator == "none" and config.best_of_n == 1,
+            f"{config.agent_name} has no test-time guidance: keep --agent.estimator=none and --agent.best_of_n=1",
+        )
+        require(config.clip_grad_norm > 0, f"--agent.clip_grad_norm={config.clip_grad_norm} must be > 0, e.g. 1.0")
+    for field in ("inv_temp", "alpha"):  # qam, qsm: β; dac, qsm: the BC weight α (fql's α is checked above too).
+        if field in config:
+            require(config[field] >= 0, f"--agent.{field}={config[field]} must be >= 0")
+    if config.agent_name in ("dac", "qsm"):
+        require(
+            config.time_features >= 2 and config.time_features % 2 == 0,
+            f"--agent.time_features={config.time_features} must be a positive even number (cos/sin pairs), e.g. 64",
+        )
+        require(
+            config.actor_activation in ACTIVATION_NAMES,
+            f"unknown --agent.actor_activation={config.actor_activation!r}"
+            f"{closest(config.actor_activation, ACTIVATION_NAMES)}; choose one of {list(ACTIVATION_NAMES)}",
+        )
     if "mask_convention" in config:  # Not gcqgf, whose masks come from relabelled goals.
         require(
             config.mask_convention in MASK_CONVENTIONS,

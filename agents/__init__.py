@@ -4,9 +4,12 @@ import ml_collections
 
 from agents.agent import Agent
 from agents.cfgrl import make_cfgrl
+from agents.dac import make_dac
 from agents.edp import make_edp
 from agents.fql import make_fql
+from agents.qam import make_qam
 from agents.qgf import make_qgf
+from agents.qsm import make_qsm
 from agents.robust_q import make_robust_q
 
 AGENTS = {
@@ -17,6 +20,9 @@ AGENTS = {
     "edp": make_edp,
     "cfgrl": make_cfgrl,
     "robust_q": make_robust_q,
+    "qam": make_qam,
+    "dac": make_dac,
+    "qsm": make_qsm,
 }
 
 

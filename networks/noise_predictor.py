@@ -6,6 +6,7 @@ then go through the main MLP. Both MLPs use mish and no LayerNorm, as the offici
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,6 +40,7 @@ class NoisePredictor(nn.Module):
     action_dim: int
     time_features: int = 64
     activation: str = "mish"
+    dtype: Any = jnp.float32  # The matmuls' compute dtype (see networks.MLP); the output is float32 either way.
 
     @nn.compact
     def __call__(
@@ -50,6 +52,6 @@ class NoisePredictor(nn.Module):
     ) -> jax.Array:
         features = FourierFeatures(self.time_features)(steps.astype(noisy_actions.dtype))
         hidden = tuple(self.hidden_dims)
-        cond = MLP(hidden[:-1], hidden[-1], self.activation, layer_norm=False)(features)
+        cond = MLP(hidden[:-1], hidden[-1], self.activation, layer_norm=False, dtype=self.dtype)(features)
         x = concat_inputs(noisy_actions, observations, goals, cond)
-        return MLP(hidden, self.action_dim, self.activation, layer_norm=False)(x)
+        return MLP(hidden, self.action_dim, self.activation, layer_norm=False, dtype=self.dtype)(x)

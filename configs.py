@@ -138,6 +138,7 @@ def cfgrl_config() -> ml_collections.ConfigDict:
     """CFGRL (agents/cfgrl.py): a velocity field conditioned on an optimality label, guided classifier-free."""
     c = qgf_config()
     c.agent_name = "cfgrl"
+    del c.time_embedding  # Its velocity field always takes the 16-d sinusoidal embedding of t (and of its label).
     c.unconditional_weight = 0.1  # Weight of the label-0 (all samples) flow loss; label 1 fits adv > 0 only.
     c.advantage_threshold = 0.0  # Label 1 marks chunks with Q̄(s, A) − V(s) above this.
     c.estimator = "none"  # CFGRL guides by its labels' velocity contrast; must stay "none".
@@ -258,6 +259,9 @@ _OFFICIAL_QGF_NETWORKS = {
 PAPER_AGENT_SETTINGS = {
     "qgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
     "gcqgf": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
+    "robust_q": {**_OFFICIAL_QGF_NETWORKS, "guidance_critic": "target"},
+    # CFGRL's velocity field always embeds t (sinusoidal) and its label; best-of-N ranks by the online critic.
+    "cfgrl": {"actor_layer_norm_last_hidden": False, "actor_output_init": "lecun_normal"},
     "edp": {
         **_OFFICIAL_QGF_NETWORKS,
         "guidance_critic": "target",
@@ -385,8 +389,9 @@ DEFAULT_GOAL_CONDITIONED_ENV = "cube-double-play-v0"
 
 
 # Model-size scaling: actor (velocity field) parameter counts of about 0.8M, 3.2M and 12.7M at the paper's
-# sizes (4 hidden layers; input s + H·A + 1, output H·A; e.g. cube-triple: obs 46, H·A = 25), reached by
-# width 512, 1024 and 2048. The critic is scaled alike. tests/test_fql_edp.py checks the counts.
+# sizes (the official actor under `paper`: 4 hidden layers, input s + H·A + 16 (sinusoidal t), output H·A; e.g.
+# cube-triple: obs 46, H·A = 25: 0.85M, 3.27M, 12.9M), reached by width 512, 1024 and 2048. The critic is scaled
+# alike. tests/test_fql_edp.py checks the counts, tests/test_official_networks.py the exact official ones.
 MODEL_SIZES = {"size-0.8m": 512, "size-3.2m": 1024, "size-12.7m": 2048}
 
 

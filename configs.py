@@ -53,6 +53,9 @@ def qgf_config() -> ml_collections.ConfigDict:
     c.guidance_weight = 0.04  # Weight w used by `act` when the caller gives none.
     c.guidance_weights = PAPER_GUIDANCE_WEIGHTS  # The sweep evaluated in one batch.
     c.best_of_n = 1  # Guided candidates per decision; the highest-Q one is executed.
+    # "bfloat16": the networks' matmuls in bfloat16 with float32 accumulation (networks/mixed_precision.py);
+    # parameters, optimiser state, losses, the guidance gradient and the Euler state stay float32.
+    c.compute_dtype = "float32"
     # The next five default to the settings the demo and default runs were tuned with; `paper` (and every family
     # preset) sets the official ones (PAPER_AGENT_SETTINGS, paper_preset).
     c.time_embedding = "raw"  # Velocity field's time input: "raw" (the scalar t) or "sinusoidal" (official 16-d).
@@ -449,6 +452,7 @@ def get_run_config(preset: str = "default", agent: str = "qgf") -> ml_collection
 
 
 ESTIMATOR_NAMES = ("qgf", "jacobian", "noisy", "bptt", "none")  # guidance.ESTIMATORS' keys (a test checks)
+COMPUTE_DTYPES = ("float32", "bfloat16")  # networks.mixed_precision.COMPUTE_DTYPES (a test checks)
 TIME_EMBEDDINGS = ("raw", "sinusoidal")  # networks.velocity_field.TIME_EMBEDDINGS (a test checks)
 # Settings that name one of a few choices: field -> choices (checked when the agent's config has the field).
 AGENT_CHOICES = {
@@ -493,6 +497,12 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
         f"unknown --agent.estimator={config.estimator!r}"
         f"{closest(config.estimator, ESTIMATOR_NAMES)}; choose one of {list(ESTIMATOR_NAMES)}",
     )
+    if "compute_dtype" in config:
+        require(
+            config.compute_dtype in COMPUTE_DTYPES,
+            f"unknown --agent.compute_dtype={config.compute_dtype!r}{closest(config.compute_dtype, COMPUTE_DTYPES)}; "
+            f"choose one of {list(COMPUTE_DTYPES)} (bfloat16: matmuls in bfloat16 with float32 accumulation)",
+        )
     require(
         config.critic_aggregation in ("min", "mean"),
         f"--agent.critic_aggregation={config.critic_aggregation!r} must be 'min' or 'mean'",

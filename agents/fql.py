@@ -37,6 +37,7 @@ from agents.iql import apply_critic_gradients, iql_loss, init_critic_states, tar
 from agents.losses import chunk_td_target, critic_td_loss, flow_interpolation, flow_matching_loss_at
 from agents.train_states import adam_train_state
 from networks import MLP, VelocityField, aggregate
+from networks.mixed_precision import compute_dtype
 from networks.mlp import concat_inputs
 
 
@@ -170,7 +171,9 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
             raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
         flat_actions = chunk.reshape(chunk.shape[0], -1)
         flat_dim = flat_actions.shape[-1]
+        dtype = compute_dtype(config.get("compute_dtype", "float32"))
         actor_options = dict(
+            dtype=dtype,
             layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
             output_init=config.actor_output_init,
         )

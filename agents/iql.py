@@ -19,7 +19,7 @@ composes the critic from four pure functions:
     loss, metrics = iql_loss(params, state, batch, config) # add to the agent's own loss, one jax.grad
     state = state.replace(**apply_critic_gradients(state, grads, config), ...)
 
-`config` is read for `critic_hidden_dims`, `num_critics`, `activation`, `critic_layer_norm`, `lr`,
+`config` is read for `critic_hidden_dims`, `num_critics`, `activation`, `critic_layer_norm`, `compute_dtype`, `lr`,
 `critic_aggregation`, `expectile`, `discount` and `target_rate`; batches are those of agents/qgf.py.
 """
 
@@ -31,11 +31,15 @@ from agents.agent import Batch
 from agents.losses import chunk_td_target, critic_td_loss, value_loss
 from agents.train_states import adam_train_state, polyak_update, target_train_state
 from networks import Critic, Value, aggregate
+from networks.mixed_precision import compute_dtype
 
 
 def critic_networks(config: ml_collections.ConfigDict) -> tuple[Critic, Value]:
-    critic = Critic(config.critic_hidden_dims, config.num_critics, config.activation, config.critic_layer_norm)
-    value = Value(config.critic_hidden_dims, config.activation, config.critic_layer_norm)
+    dtype = compute_dtype(config.get("compute_dtype", "float32"))
+    critic = Critic(
+        config.critic_hidden_dims, config.num_critics, config.activation, config.critic_layer_norm, dtype=dtype
+    )
+    value = Value(config.critic_hidden_dims, config.activation, config.critic_layer_norm, dtype=dtype)
     return critic, value
 
 

@@ -28,6 +28,7 @@ from agents.iql import apply_critic_gradients, critic_params, iql_loss, init_cri
 from agents.losses import flow_matching_loss
 from agents.train_states import adam_train_state
 from networks import VelocityField, aggregate
+from networks.mixed_precision import compute_dtype
 
 
 class QGFState(flax.struct.PyTreeNode):
@@ -57,6 +58,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
             flat_actions.shape[-1],
             config.activation,
             config.actor_layer_norm,
+            dtype=compute_dtype(config.get("compute_dtype", "float32")),
             time_embedding=config.time_embedding,
             layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
             output_init=config.actor_output_init,

@@ -24,6 +24,16 @@ def compute_dtype(name: str):
     return jnp.dtype(name)
 
 
+def _to_bfloat16(x: jax.Array) -> jax.Array:
+    """x rounded to bfloat16 for a matmul operand: a bfloat16 array where the backend multiplies bfloat16 natively;
+    on CPU, a float32 array holding the rounded values (XLA:CPU runs some bfloat16 × bfloat16 → float32 dots not at
+    all, and has no bfloat16 units to gain from), with the same products and float32 sums, so tests see the
+    accelerators' numerics. `reduce_precision` rather than a cast pair, which XLA may drop as excess precision."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+    return x.astype(jnp.bfloat16)
+
+
 @jax.custom_vjp
 def bfloat16_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """x [..., K] @ kernel [K, N] (both float32) with bfloat16 operands and float32 accumulation; float32 result."""
@@ -31,14 +41,14 @@ def bfloat16_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _forward(x, kernel):
-    x16, kernel16 = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
-    # The bfloat16 copies are what the backward matmuls need, at half the memory of the float32 operands.
+    x16, kernel16 = _to_bfloat16(x), _to_bfloat16(kernel)
+    # The rounded copies are what the backward matmuls need (half the memory of float32 ones on accelerators).
     return jnp.matmul(x16, kernel16, preferred_element_type=jnp.float32), (x16, kernel16)
 
 
 def _backward(residuals, cotangent):
     x16, kernel16 = residuals
-    g16 = cotangent.astype(jnp.bfloat16)
+    g16 = _to_bfloat16(cotangent)
     dx = jnp.matmul(g16, kernel16.T, preferred_element_type=jnp.float32)
     dkernel = jnp.einsum("...k,...n->kn", x16, g16, preferred_element_type=jnp.float32)
     return dx, dkernel

@@ -21,9 +21,12 @@ def sample_dataset_actions(key, n):
 
 
 @functools.lru_cache(maxsize=1)
-def trained_velocity_fn(train_steps=400, seed=0):
-    """Flow-matching BC on the two modes (observations are a constant 1); returns velocity_fn(s, a, t)."""
-    model = VelocityField((64, 64), 2, "gelu", layer_norm=False)
+def trained_velocity_fn(train_steps=400, seed=0, compute_dtype="float32"):
+    """Flow-matching BC on the two modes (observations are a constant 1); returns velocity_fn(s, a, t).
+
+    `compute_dtype` is the matmuls' dtype, in training and sampling (networks/mixed_precision.py).
+    """
+    model = VelocityField((64, 64), 2, "gelu", layer_norm=False, dtype=jnp.dtype(compute_dtype))
     key = jax.random.PRNGKey(seed)
     observations = jnp.ones((256, 1))
     params = model.init(key, observations, jnp.zeros((256, 2)), jnp.zeros(256))

@@ -25,6 +25,8 @@ import runner
 from agents.training import NonFiniteLossError
 from envs.generate import DatasetWriteError
 from runner.checkpoints import CheckpointError
+from runner.run_lock import RunDirLockedError
+from runner.train_loop import RunStopped
 from runner.config import RUN_OVERRIDES, Options, resolve, split_agent_name
 from runner.run_dir import ConfigMismatchError
 
@@ -73,7 +75,9 @@ USER_ERRORS = (
     DatasetWriteError,
 )
 
+    RunDirLockedError,
 
+_CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)  # a read-only run dir or dataset dir
 def options_from_flags(agent_name: str, command: str) -> Options:
     """The parsed flags as plain values; `--agent.<field>` overrides only where given on the command line."""
     overrides = {
@@ -106,14 +110,35 @@ def run_reporting_user_errors(agent_name: str, command: str) -> None:
         main(agent_name, command)
     except USER_ERRORS as error:
         sys.exit(f"error: {error}")
-    except OSError as error:  # A full disk while writing config.json, logs or the report.
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except RunStopped as stopped:  # Ctrl-C, with a checkpoint of the step reached
+        print(stopped, file=sys.stderr, flush=True)
+        sys.exit(130)
+    except KeyboardInterrupt:  # Ctrl-C before training began (loading data, compiling) or while evaluating
+        print("\nstopped (Ctrl-C); the checkpoints are as they were: rerun the same command to go on", file=sys.stderr)
+        sys.exit(130)
+    except OSError as error:
+        if error.errno in _CANNOT_WRITE:
+            sys.exit(f"error: cannot write {error.filename} ({error.strerror}); choose a writable directory")
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):  # A full disk while writing config.json, logs, report.
             raise
         sys.exit(f"error: {error}; free some space and rerun the same command: it resumes from the last checkpoint")
 
 
 if __name__ == "__main__":
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+def check_agent_fields(agent_name: str, argv: list[str]) -> None:
+    """Exits with one line for an `--agent.<field>` the agent's config does not have (absl would raise)."""
+    fields = configs.get_config(agent_name)
+    for arg in argv[1:]:
+        if arg.startswith(("--agent.", "--noagent.")):
+            field = arg.split("agent.", 1)[1].split("=", 1)[0]
+            if field.split(".")[0] not in fields:
+                sys.exit(
+                    f"error: unknown --agent.{field}{configs.closest(field, fields)}; agent '{agent_name}' has the "
+                    f"fields {', '.join(sorted(fields))}"
+                )
+
+
     # config_flags finds `--agent.<field>` overrides in sys.argv itself, so the name flag must leave it.
     agent_name, sys.argv = split_agent_name(sys.argv)
     if agent_name not in configs.AGENT_CONFIGS:
@@ -123,5 +148,6 @@ if __name__ == "__main__":
         )
     config_flags.DEFINE_config_dict(
         "agent", configs.get_config(agent_name), "Agent config; set fields as --agent.<field>."
+    check_agent_fields(agent_name, sys.argv)
     )
     app.run(lambda argv: run_reporting_user_errors(agent_name, command))

@@ -158,6 +158,15 @@ def validate_file(path: str, env, need_info: bool, env_name: str | None = None) 
         raise DatasetFormatError(f"{path}: terminals must hold 0/1 (or booleans); {hint}")
     if not terminals[-1]:
         raise DatasetFormatError(f"{path}: the last row does not end an episode (terminals[-1] is 0); {hint}")
+    # A NaN or inf would otherwise surface only as a non-finite loss after the first compiled chunk of training.
+    for k, array in arrays.items():
+        finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise DatasetFormatError(
+                f"{path}: {k} holds non-finite values (NaN or inf) in {len(bad)} row(s), the first is row {bad[0]}; "
+                f"{hint}"
+            )
 
 
 def validate_header(path: str, env, need_info: bool, env_name: str | None = None) -> None:

@@ -31,8 +31,10 @@ import multiprocessing
 import os
 import queue as queue_lib
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -210,7 +212,21 @@ def _collect_range(dataset_name, seed, first, stop, max_episode_steps, out_path,
         np.savez(f, **arrays)
 
 
-def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id) -> None:
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Ends this worker (from a daemon thread) once `parent_pid` is gone: a parent killed by SIGKILL cannot stop
+    its workers, which would otherwise run on at full CPU, orphaned."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id, parent_pid) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    _exit_with_parent(parent_pid)
     try:
         _collect_range(
             dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(("steps", steps))
@@ -403,7 +419,7 @@ def _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar)
     procs = [
         ctx.Process(
             target=_worker,
-            args=(dataset_name, seed, first, stop, max_episode_steps, part_paths[i], queue, i),
+            args=(dataset_name, seed, first, stop, max_episode_steps, part_paths[i], queue, i, os.getpid()),
             daemon=True,
         )
         for i, (first, stop) in enumerate(ranges)
@@ -448,6 +464,14 @@ def main(argv=None) -> None:
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     try:
+        parse_name(args.dataset)
+    except ValueError as error:
+        sys.exit(f"error: --dataset: {error}")
+    for name, least in (("episodes", 1), ("workers", 1), ("max_episode_steps", 2)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            sys.exit(f"error: --{name}={value} must be at least {least}")
+    try:
         generate_dataset(
             args.dataset,
             args.dir,
@@ -459,6 +483,15 @@ def main(argv=None) -> None:
         )
     except DatasetWriteError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # its work directory is removed; files already there are unchanged
+        sys.exit(f"error: stopped (Ctrl-C) before {args.dataset} was complete; the files already there are unchanged")
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        sys.exit(
+            f"error: cannot write into {os.path.expanduser(args.dir)} ({error.strerror}: {error.filename}); "
+            "choose another --dir"
+        )
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ def evaluate(
     env_kwargs: dict | None = None,
     reset_seeds=None,
     num_workers: int | None = None,
+    on_episodes_done=None,
 ) -> dict:
     """Run `num_episodes` episodes of `policy_fn`; return numpy arrays per episode:
     `success` (OGBench's `info['success']` at the last step), `returns`, `lengths`, `task_ids`
@@ -88,7 +89,8 @@ def evaluate(
     as separate episodes of one batch from the same starts. `max_steps` cuts episodes shorter than the
     env's own limit. `num_envs` (default: all episodes at once) bounds how many environments exist;
     episodes then run in waves. `num_workers` (default `default_num_workers(num_episodes)`) processes
-    step the envs; 1 steps them in this process.
+    step the envs; 1 steps them in this process. `on_episodes_done(n)` is called whenever n more episodes ended
+    (e.g. to show progress).
     """
     parsed = parse_name(env_name)
     reset_seeds = seed + np.arange(num_episodes) if reset_seeds is None else np.asarray(reset_seeds, np.int64)
@@ -110,7 +112,14 @@ def evaluate(
     runner = _runner(env_name, env_kwargs or {}, min(num_workers, num_envs))
     try:
         return _run(
-            runner, policy_fn, reset_seeds, task_ids if goal_conditioned else None, num_envs, max_steps, record_frames
+            runner,
+            policy_fn,
+            reset_seeds,
+            task_ids if goal_conditioned else None,
+            num_envs,
+            max_steps,
+            record_frames,
+            on_episodes_done or (lambda n: None),
         )
     except BaseException:
         if isinstance(runner, WorkerPool):  # its workers may be mid-request: start afresh next time
@@ -118,7 +127,7 @@ def evaluate(
         raise
 
 
-def _run(runner, policy_fn, reset_seeds, task_ids, num_envs, max_steps, record_frames) -> dict:
+def _run(runner, policy_fn, reset_seeds, task_ids, num_envs, max_steps, record_frames, on_episodes_done) -> dict:
     num_episodes = len(reset_seeds)
     success = np.zeros(num_episodes, np.float32)
     returns = np.zeros(num_episodes, np.float32)
@@ -145,6 +154,8 @@ def _run(runner, policy_fn, reset_seeds, task_ids, num_envs, max_steps, record_f
                 raise ValueError(f"policy_fn returned {chunk.shape[0]} action chunks for {len(active)} episodes.")
             observations[active], done = runner.step(active, chunk, max_steps)
             active = active[~done]
+            if done.any():
+                on_episodes_done(int(done.sum()))
         for i, (episode_success, episode_return, length, episode_frames) in zip(ids, runner.results(), strict=True):
             success[i], returns[i], lengths[i], frames[i] = episode_success, episode_return, length, episode_frames
 

@@ -15,6 +15,8 @@ error is raised in the parent with the worker's traceback; a dead or silent work
 hanging.
 """
 
+import ctypes
+import gc
 import multiprocessing
 import signal
 import time
@@ -79,6 +81,31 @@ def _release_renderer(env) -> None:
         unwrapped._renderer = None
 
 
+def make_eval_env(env_name: str, env_kwargs: dict, sibling=None):
+    """An evaluation env that shares `sibling`'s (an env of the same name in this process) inverse-kinematics
+    controller instead of holding its own.
+
+    A manipulation env holds ~110 MB: its compiled MuJoCo model (~63 MB, of which ~20 MB are the floor and
+    skybox textures and ~25 MB mesh collision trees), its MjData (~15 MB) and Python's model tree; OGBench also
+    gives every env a second model and data of the arm alone (~45 MB) for its inverse kinematics. That
+    controller's `solve` only reads its arguments (its data is scratch), so envs stepped one after another in a
+    process can share one. (No off-screen renderer exists until a frame is rendered.)
+    """
+    env = make_env(env_name, **env_kwargs)
+    if sibling is not None and hasattr(sibling.unwrapped, "_ik"):
+        env.unwrapped._ik = sibling.unwrapped._ik
+    return env
+
+
+def return_free_memory() -> None:
+    """Gives the heap that MuJoCo's compiler freed (~40 MB per env built) back to the OS; glibc keeps it."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 class LocalEpisodes:
     """Slots of episodes on a list of envs in this process (grown on demand with `make_env`)."""
 
@@ -90,8 +117,10 @@ class LocalEpisodes:
 
     def reset(self, starts, record_frames) -> tuple:
         """`starts`: one (reset seed, task id or None) per slot; `record_frames`: one bool per slot."""
-        while len(self.envs) < len(starts):
-            self.envs.append(make_env(self.env_name, **self.env_kwargs))
+        if len(self.envs) < len(starts):
+            while len(self.envs) < len(starts):
+                self.envs.append(make_eval_env(self.env_name, self.env_kwargs, self.envs[0] if self.envs else None))
+            return_free_memory()
         self.episodes = [
             Episode(env, s, t, record) for env, (s, t), record in zip(self.envs, starts, record_frames, strict=False)
         ]

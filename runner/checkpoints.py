@@ -1,13 +1,19 @@
-"""Orbax checkpoints of an agent state: atomic saves, and resumption from the latest one.
+"""Orbax checkpoints of an agent state: atomic saves, checked restores, and resumption from the latest one.
 
 Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it to `<step>` when complete, so a run
 killed at any moment leaves only complete checkpoints under their step's name; temporary directories left
 by a killed save are removed when the next run opens the directory. A save that fails because the disk is
 full (or another save error) leaves the previous checkpoints as they were.
+
+Each step holds two items: `default` (the state) and `checksums` (SHA-256 of every array's bytes, by its
+path in the tree), saved in the same atomic commit. Orbax itself checks only its shard indices (crc32c),
+not the array data, so bytes damaged on disk would otherwise restore silently as wrong weights; `restore`
+recomputes the digests and raises `CheckpointDamagedError` on any difference.
 """
 
 import contextlib
 import errno
+import hashlib
 import io
 import logging
 import os
@@ -16,6 +22,8 @@ import sys
 import threading
 import time
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -24,8 +32,47 @@ _SETTLE_S = 1.0  # how long the writes of a save that failed for a full disk may
 _DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", f"os_error_code='{errno.ENOSPC}'")
 
 
+STATE, CHECKSUMS = "default", "checksums"  # the two items of a step (`default`: orbax's single-item name)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint could not be saved (disk full) or restored; the message says what to do."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """A checkpoint's files are missing, unreadable or hold other bytes than were saved. `what` is the
+    message without its advice."""
+
+    def __init__(self, what: str, advice: str):
+        super().__init__(f"{what}; {advice}")
+        self.what = what
+
+
+def checksums(state) -> dict[str, str]:
+    """SHA-256 of each array leaf (its dtype, shape and bytes), keyed by the leaf's path in the tree.
+
+    Leaves spread over several hosts (not fully addressable here) are skipped: no process sees their bytes.
+    """
+    digests = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if not getattr(leaf, "is_fully_addressable", True):
+            continue
+        array = np.asarray(leaf)
+        digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+        digests[jax.tree_util.keystr(path)] = digest.hexdigest()
+    return digests
+
+
+def state_bytes(state) -> int:
+    return sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(state))
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if num_bytes < 1000 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -92,39 +139,58 @@ def _join_threads_since(before: set, timeout: float) -> None:
 
 
 class Checkpoints:
-    def __init__(self, directory: str, max_to_keep: int = 2):
+    """The checkpoints of one run dir. `read_only` (evaluating another run's checkpoints) creates nothing and
+    leaves temporary directories alone: they may be a save in progress of the run that owns them."""
+
+    def __init__(self, directory: str, max_to_keep: int = 2, read_only: bool = False):
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True),
+            item_handlers={STATE: ocp.StandardCheckpointHandler(), CHECKSUMS: ocp.JsonCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=not read_only, cleanup_tmp_directories=not read_only
+            ),
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def save(self, step: int, state) -> None:
         # Orbax writes into a temporary directory and renames it when complete, so a save that is
         # interrupted never replaces or corrupts the previous checkpoint.
         previous = self.latest_step()
+        needed = state_bytes(state)
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:  # found in a millisecond, where a failing save takes seconds and logs pages
+            raise self._disk_full(step, previous, needed, free)
         threads = set(threading.enumerate())
+        args = ocp.args.Composite(
+            **{STATE: ocp.args.StandardSave(state), CHECKSUMS: ocp.args.JsonSave(checksums(state))}
+        )
         with _held_output() as held:
             try:
-                self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+                self.manager.save(step, args=args, force=True)
                 self.manager.wait_until_finished()
             except Exception as error:
                 if not is_disk_full(error):
                     raise
                 # Orbax's writer threads and tensorstore's callbacks of the failed writes go on failing (and
                 # printing tracebacks) for a moment after the save raised: let them end, unheard.
-                _join_threads_since(threads, timeout=120.0)
-                time.sleep(_SETTLE_S)
+                _join_threads_since(threads, timeout=_SETTLE_S)
                 held.drop()
                 self._remove_temporary(step)
-                kept = f"the checkpoint of step {previous} is intact" if previous is not None else "no step was saved"
-                raise CheckpointError(
-                    f"no space left on the disk to save the checkpoint of step {step} in {self.directory}; "
-                    f"{kept}: free some space and rerun the same command to resume"
-                ) from error
+                raise self._disk_full(step, previous, needed, shutil.disk_usage(self.directory).free) from error
+
+    def _disk_full(self, step: int, previous: int | None, needed: int, free: int) -> CheckpointError:
+        kept = f"the checkpoint of step {previous} is intact" if previous is not None else "no step was saved"
+        return CheckpointError(
+            f"no space left on the disk to save the checkpoint of step {step} in {self.directory} (a checkpoint "
+            f"needs about {_size(needed)}, {_size(free)} is free); {kept}: free some space and rerun the same "
+            "command to resume"
+        )
 
     def _remove_temporary(self, step: int) -> None:
         """Frees the space of a failed save's partial directory (the next run would remove it too)."""
@@ -134,14 +200,61 @@ class Checkpoints:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def restore(self, step: int, template):
+        """The state saved at `step`, in the structure (and placement) of `template`, its bytes checked against
+        the saved checksums. Raises CheckpointDamagedError for damaged files, CheckpointError for a checkpoint
+        of another state."""
+        where = os.path.join(self.directory, str(step))
+        checked = os.path.isdir(os.path.join(where, CHECKSUMS))  # checkpoints of older versions have none
         try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(template))
-        except (ValueError, KeyError, OSError) as error:
+            saved = _leaf_shapes(self.manager.item_metadata(step)[STATE])
+        except Exception as error:  # orbax and tensorstore raise plain Exceptions for missing or cut-short files
+            raise self._damaged(step, _summary(error)) from error
+        wanted = _leaf_shapes(template)
+        if saved != wanted:
+            difference = sorted(set(saved.items()) ^ set(wanted.items()))[0][0]
             raise CheckpointError(
-                f"cannot restore the checkpoint of step {step} in {self.directory} ({_summary(error)}): it holds "
-                "another agent state (saved with other --agent.* sizes?) or is damaged; choose another --run_dir, "
-                f"or delete {os.path.join(self.directory, str(step))} to resume from the one before"
-            ) from error
+                f"cannot restore the checkpoint of step {step} in {self.directory} ({difference}: saved "
+                f"{saved.get(difference, 'absent')}, this run's {wanted.get(difference, 'absent')}): it holds another "
+                "agent state (saved with other --agent.* sizes?); choose another --run_dir, or rerun with the "
+                "settings it was saved with"
+            )
+        items = {STATE: ocp.args.StandardRestore(template)}
+        if checked:
+            items[CHECKSUMS] = ocp.args.JsonRestore()
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as error:  # the same, for the array files
+            raise self._damaged(step, _summary(error)) from error
+        if checked:
+            got = checksums(restored[STATE])
+            bad = [path for path, digest in restored[CHECKSUMS].items() if got.get(path, digest) != digest]
+            if bad:
+                shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                raise self._damaged(step, f"checksum mismatch in {shown}")
+        return restored[STATE]
+
+    def _damaged(self, step: int, detail: str) -> CheckpointDamagedError:
+        return CheckpointDamagedError(
+            f"the checkpoint of step {step} in {self.directory} is damaged ({detail})",
+            f"delete {os.path.join(self.directory, str(step))} to resume from the one before, or choose another "
+            "--run_dir",
+        )
+
+    def delete(self, step: int) -> None:
+        self.manager.delete(step)
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    """{'policy/params/dense/kernel': shape} of a state, or of orbax's metadata of one (which holds the same
+    paths with dataclass fields as dict keys)."""
+
+    def name(key) -> str:
+        return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+
+    return {
+        "/".join(map(name, path)): tuple(getattr(leaf, "shape", None) or np.shape(leaf))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }

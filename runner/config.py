@@ -112,9 +112,31 @@ def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
     restore = [a.split("=", 1)[1] for a in argv if a.startswith("--restore=")]
     saved_config = os.path.join(restore[-1], "config.json") if restore else ""
     if name is None and "--eval_only" in argv and os.path.exists(saved_config):
-        with open(saved_config) as f:
-            name = json.load(f)["agent"]
+        try:
+            with open(saved_config) as f:
+                name = json.load(f)["agent"]
+        except (OSError, ValueError, KeyError, TypeError):  # resolve() names the damage
+            name = None
     return name or "qgf", rest
+
+
+def check_run_steps(run: ml_collections.ConfigDict, training: bool) -> None:
+    """Raises ConfigError unless every step count and interval is at least 1 and, when training, every
+    interval (and the step total) is a multiple of --steps_per_call: each compiled call runs that many updates,
+    so logs, evaluations, saves and slice swaps can only happen between calls. Checked before any data or
+    compilation."""
+    counts = ("eval_episodes", "eval_envs")
+    intervals = ("train_steps", "log_every", "eval_every", "save_every")
+    if slice_directory(run):  # Slices are swapped between compiled calls.
+        intervals += ("slice_every",)
+    for name in counts + (("steps_per_call",) + intervals if training else ()):
+        if run[name] < 1:
+            raise configs.ConfigError(f"--{name}={run[name]} must be at least 1")
+    for name in intervals if training else ():
+        if run[name] % run.steps_per_call:
+            raise configs.ConfigError(
+                f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
+            )
 
 
 def _saved_run(options: Options) -> dict | None:
@@ -125,8 +147,27 @@ def _saved_run(options: Options) -> dict | None:
         raise configs.ConfigError("--eval_only needs --restore=<run dir>")
     if options.num_seeds != 1:
         raise configs.ConfigError("--eval_only evaluates one run dir; drop --num_seeds")
-    with open(os.path.join(options.restore, "config.json")) as f:
-        return json.load(f)
+    path = os.path.join(options.restore, "config.json")
+    if not os.path.isdir(options.restore):
+        raise configs.ConfigError(f"--restore={options.restore} is not a directory; give the run dir of a training run")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise configs.ConfigError(
+            f"{options.restore} holds no config.json: it is not a run dir (a training run's dir holds config.json and "
+            "checkpoints/)"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise configs.ConfigError(
+            f"{path} cannot be read ({type(error).__name__}: {' '.join(str(error).split())}); restore it from a "
+            "copy, or rerun the training command with --allow_config_change to write it anew"
+        ) from None
+    keys = ("agent", "preset", "env", "seed", "agent_config", "run")
+    missing = [k for k in keys if k not in saved] if isinstance(saved, dict) else list(keys)
+    if missing:
+        raise configs.ConfigError(f"{path} is not a run's config.json (it lacks {', '.join(missing)})")
+    return saved
 
 
 def _seed_run_dir(options: Options, seed: int, seed_config: dict) -> str:
@@ -158,16 +199,7 @@ def resolve(options: Options) -> RunPlan:
             run[name] = getattr(options, name)
     run.dataset_dir = options.dataset_dir or run.dataset_dir
     run.dataset_path = options.dataset_path or run.dataset_path
-    multiples = ("log_every", "eval_every", "save_every", "train_steps")
-    if slice_directory(run):  # Slices are swapped between compiled calls.
-        multiples += ("slice_every",)
-        if run.slice_every < 1:
-            raise configs.ConfigError(f"--slice_every={run.slice_every} must be >= 1 (update steps per slice)")
-    for name in multiples:
-        if not saved and run[name] % run.steps_per_call:
-            raise configs.ConfigError(
-                f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
-            )
+    check_run_steps(run, training=not saved)
     if saved and saved["agent"] != options.agent:
         raise configs.ConfigError(f"{options.restore} holds a '{saved['agent']}' run; drop --agent={options.agent}")
     env_name = saved["env"] if saved else options.env or run.env_name

@@ -11,6 +11,7 @@ import time
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 import envs
 from agents.training import over_seeds
@@ -64,6 +65,8 @@ def make_sweep_evaluator(
     max_steps=None,
     seed_batching: str = "vmap",
     videos_per_weight: int = 0,
+    progress: bool = False,
+    check_stop=None,
 ):
     """Returns `evaluate(states, keys, reset_seeds) -> (rows per seed, timing dict, recordings per seed)`, which
     runs S seeds × len(weights) × tasks × episodes episodes together, at most `max_envs` at a time, and
@@ -75,6 +78,8 @@ def make_sweep_evaluator(
     seed axis of `states` and `keys` [S] (vmapped or mapped, `seed_batching`, see agents.training.over_seeds)
     and is compiled once. Seed s resets its episodes from `reset_seeds[s]`. The batch is seed-major, then
     weight-major as in the module docstring.
+    `progress` shows a bar of episodes done; `check_stop()`, called at every decision, may raise to abandon the
+    evaluation (runner.interrupt's Ctrl-C).
     """
     goal_conditioned = not envs.parse_name(env_name).singletask
     tasks = EVAL_TASKS if goal_conditioned else ("all",)
@@ -96,6 +101,8 @@ def make_sweep_evaluator(
 
         def policy_fn(observations, episode_ids, goals=None):
             nonlocal decisions, policy_seconds
+            if check_stop is not None:
+                check_stop()
             start = time.perf_counter()
             for name, value in (("observations", observations), ("goals", goals)):
                 if value is not None:
@@ -111,16 +118,18 @@ def make_sweep_evaluator(
             return actions
 
         start = time.perf_counter()
-        results = envs.evaluate(
-            policy_fn,
-            env_name,
-            total,
-            reset_seeds=episode_seeds,
-            task_ids=task_ids,
-            max_steps=max_steps,
-            num_envs=max_envs,
-            record_frames=[s * per_seed + p for s in range(num_seeds) for p, *_ in recorded],
-        )
+        with tqdm(total=total, desc="evaluation", unit="episode", disable=not progress, dynamic_ncols=True) as bar:
+            results = envs.evaluate(
+                policy_fn,
+                env_name,
+                total,
+                reset_seeds=episode_seeds,
+                task_ids=task_ids,
+                max_steps=max_steps,
+                num_envs=max_envs,
+                record_frames=[s * per_seed + p for s in range(num_seeds) for p, *_ in recorded],
+                on_episodes_done=bar.update,
+            )
         seconds = time.perf_counter() - start
         timing = {"eval_seconds": seconds, "policy_seconds": policy_seconds, "env_seconds": seconds - policy_seconds}
         first_seed = jax.tree_util.tree_map(lambda x: x[0], (states, keys))

@@ -11,23 +11,26 @@ from runner.evaluation import headline_rows  # noqa: E402
 from runner.videos import format_video_links  # noqa: E402
 
 
-def weight_label(weight: float) -> str:
-    return "0 (BC)" if weight == 0 else f"{weight:g}"
+def weight_label(weight: float, best_of_n: int = 1) -> str:
+    """Weight 0 is plain BC, or, with best-of-N, the highest-Q of N BC samples: not BC any more."""
+    if weight != 0:
+        return f"{weight:g}"
+    return "0 (BC)" if best_of_n == 1 else f"0 (best-of-{best_of_n})"
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], best_of_n: int = 1) -> str:
     lines = ["| guidance weight | success | ± s.e. | return | length | episodes |", "|---|---|---|---|---|---|"]
     best = max(rows, key=lambda r: r["success"])
     for r in rows:
         mark = " ◀ best" if r is best and len(rows) > 1 else ""
         lines.append(
-            f"| {weight_label(r['guidance_weight'])} | {r['success']:.3f}{mark} | {r['success_stderr']:.3f} | "
+            f"| {weight_label(r['guidance_weight'], best_of_n)} | {r['success']:.3f}{mark} | {r['success_stderr']:.3f} | "
             f"{r['return']:.1f} | {r['length']:.0f} | {r['episodes']} |"
         )
     return "\n".join(lines)
 
 
-def format_task_table(rows: list[dict]) -> str:
+def format_task_table(rows: list[dict], best_of_n: int = 1) -> str:
     """Success per weight (rows) and evaluation task (columns), for goal-conditioned envs."""
     tasks = [t for t in dict.fromkeys(r["task"] for r in rows) if t != "all"]
     weights = list(dict.fromkeys(r["guidance_weight"] for r in rows))
@@ -38,7 +41,7 @@ def format_task_table(rows: list[dict]) -> str:
     ]
     for w in weights:
         cells = " | ".join(f"{success[(w, t)]:.2f}" for t in tasks)
-        lines.append(f"| {weight_label(w)} | {cells} | {success[(w, 'all')]:.3f} |")
+        lines.append(f"| {weight_label(w, best_of_n)} | {cells} | {success[(w, 'all')]:.3f} |")
     return "\n".join(lines)
 
 
@@ -77,9 +80,9 @@ def write_report(
     """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s). `videos`
     (runner.videos.write_videos' entries) are linked in a section of their own."""
     rows = headline_rows(all_rows)
-    table = format_table(rows)
+    table = format_table(rows, best_of_n)
     if len(rows) != len(all_rows):
-        table += "\n\nSuccess per evaluation task:\n\n" + format_task_table(all_rows)
+        table += "\n\nSuccess per evaluation task:\n\n" + format_task_table(all_rows, best_of_n)
     text = (
         f"# {agent_name} on {env_name}, step {step}\n\n"
         f"Estimator `{estimator}`, best-of-{best_of_n}. Every weight ran the same reset seeds; "
@@ -101,7 +104,7 @@ def write_report(
     ax.errorbar(
         positions, [r["success"] for r in rows], yerr=[r["success_stderr"] for r in rows], marker="o", capsize=3
     )
-    ax.set_xticks(list(positions), [weight_label(r["guidance_weight"]) for r in rows])
+    ax.set_xticks(list(positions), [weight_label(r["guidance_weight"], best_of_n) for r in rows])
     ax.set_xlabel("guidance weight w")
     ax.set_ylabel(f"success ({rows[0]['episodes']} episodes)")
     ax.set_ylim(-0.02, 1.02)

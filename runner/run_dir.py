@@ -113,6 +113,9 @@ class CsvLog:
             writer.writerows(rows)
         os.replace(tmp, self.path)
 
+    def has_step(self, step: int) -> bool:
+        return os.path.exists(self.path) and any(int(float(r["step"])) == step for r in read_csv(self.path))
+
     def write(self, row: dict) -> None:
         if self.fields is None:
             self.fields = list(row.keys())

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from tensorboardX import SummaryWriter
 
-from runner.checkpoints import Checkpoints
+from runner.checkpoints import CheckpointDamagedError, Checkpoints
 from runner.run_dir import CsvLog
 from runner.wandb_logger import ScalarWriters, WandbOptions, WandbWriter, import_wandb
 
@@ -20,20 +20,47 @@ def seed_slice(tree, i: int):
 
 
 class SeedRuns:
-    def __init__(self, train_dirs: list[str], out_dirs: list[str]):
-        self.train_dirs, self.out_dirs = train_dirs, out_dirs
-        self.checkpoints = [Checkpoints(f"{d}/checkpoints") for d in train_dirs]
+    def __init__(self, train_dirs: list[str], out_dirs: list[str], read_only: bool = False):
+        """`read_only`: evaluating saved runs, whose checkpoints are read, never cleaned up or deleted."""
+        self.train_dirs, self.out_dirs, self.read_only = train_dirs, out_dirs, read_only
+        self.checkpoints = [Checkpoints(f"{d}/checkpoints", read_only=read_only) for d in train_dirs]
 
     def resume_step(self) -> int:
         """The latest step every seed has a checkpoint of (0 if one has none). A seed that saved later steps
         (the run was killed between two seeds' saves) drops them: resuming redoes them identically."""
-        saved = [set(c.manager.all_steps()) for c in self.checkpoints]
+        saved = [set(c.all_steps()) for c in self.checkpoints]
         common = set.intersection(*saved)
         step = max(common) if common else 0
         for checkpoints, steps in zip(self.checkpoints, saved, strict=True):
-            for later in sorted(s for s in steps if s > step):
-                checkpoints.manager.delete(later)
+            for later in sorted(s for s in steps if s > step and not self.read_only):
+                checkpoints.delete(later)
         return step
+
+    def resume(self, states) -> tuple[int, object]:
+        """(step, states) restored from the newest step that every seed has an intact checkpoint of, or
+        (0, `states`) when there is none. A damaged checkpoint is reported in one line and
+        the step before it is tried; a training run then deletes the damaged step, which it redoes. Raises the
+        newest step's CheckpointDamagedError when no step is intact."""
+        self.resume_step()  # drops the steps that not every seed saved
+        steps = sorted(set.intersection(*(set(c.all_steps()) for c in self.checkpoints)), reverse=True)
+        first_error = None
+        for i, step in enumerate(steps):
+            try:
+                restored = self.restore(step, states)
+            except CheckpointDamagedError as error:
+                first_error = first_error or error
+                if i + 1 < len(steps):
+                    redone = "" if self.read_only else f" (step {step} is deleted and will be redone)"
+                    print(f"warning: {error.what}; resuming from step {steps[i + 1]} instead{redone}", flush=True)
+                continue
+            if first_error is not None and not self.read_only:
+                for checkpoints in self.checkpoints:
+                    for later in (s for s in checkpoints.all_steps() if s > step):
+                        checkpoints.delete(later)
+            return step, restored
+        if first_error is not None:
+            raise first_error
+        return 0, states
 
     def restore(self, step: int, states):
         """`states` (the leading seed axis a template) restored from every seed's checkpoint of `step`."""
@@ -60,6 +87,10 @@ class SeedRuns:
                 ScalarWriters([writer, WandbWriter(module, wandb, d, d, config)])
                 for writer, d, config in zip(self.writers, self.out_dirs, seed_configs, strict=True)
             ]
+
+    def evaluated(self, step: int) -> bool:
+        """Whether every seed's eval.csv has the rows of `step` (a Ctrl-C may have abandoned its evaluation)."""
+        return all(log.has_step(step) for log in self.eval_logs)
 
     def close(self) -> None:
         for checkpoints in self.checkpoints:

@@ -19,6 +19,7 @@ from runner.evaluation import make_sweep_evaluator
 from runner.report import write_report
 from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
 from runner.run_dir import write_config
+from runner.run_lock import RunLock
 from runner.seed_runs import SeedRuns
 from runner.slice_rotation import SliceRotation
 from runner.videos import RenderingUnavailable, choose_gl_backend, write_videos
@@ -50,6 +51,8 @@ class Session:
     data_seconds: float
     sweep: object = None  # runner.evaluation's `evaluate(states, keys, reset_seeds)`
     rotation: SliceRotation | None = None  # training on a directory of slices
+    locks: list = dataclasses.field(default_factory=list)  # the run dirs' RunLocks, released by close()
+    stop: object = None  # runner.interrupt's CtrlC while training: a Ctrl-C abandons an evaluation
 
     def train_dataset(self, step: int) -> dict:
         """The device dataset the chunk of updates starting at `step` samples from: the slice of that step on a
@@ -103,15 +106,45 @@ class Session:
         if self.rotation is not None:
             self.rotation.close()
         self.runs.close()
+        release(self.locks)
 
 
 def act_with_weights(agent, state, observations, key, guidance_weight, goals, unroll=False):
     return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals, unroll=unroll)
 
 
+def release(locks: list) -> None:
+    for lock in locks:
+        lock.release()
+
+
+def lock_run_dirs(plan: RunPlan) -> list:
+    """Locks the dirs the run writes (each seed's run dir; evaluating, each eval dir), or raises
+    RunDirLockedError naming the process that holds one."""
+    locks = []
+    try:
+        for d in plan.out_dirs:
+            locks.append(RunLock(d))
+            if locks[-1].took_over:
+                print(f"note: {d} was last used by {locks[-1].took_over}, which ended without releasing it", flush=True)
+    except BaseException:
+        release(locks)
+        raise
+    return locks
+
+
 def open_session(plan: RunPlan) -> Session:
-    """Writes each seed's config.json (training), loads the data, builds the agent and its states (restored
-    from the latest checkpoint every seed has) and opens the logs."""
+    """Locks the run dirs, writes each seed's config.json (training), loads the data, builds the agent and its
+    states (restored from the newest intact checkpoint every seed has) and opens the logs."""
+    locks = lock_run_dirs(plan)
+    try:
+        return _open_session(plan, locks)
+    except BaseException:
+        release(locks)
+        raise
+
+
+def _open_session(plan: RunPlan, locks: list) -> Session:
     if not plan.eval_only:
         for train_dir, seed_config in zip(plan.train_dirs, plan.seed_configs, strict=True):
             write_config(train_dir, seed_config, plan.allow_config_change)
@@ -148,10 +181,14 @@ def open_session(plan: RunPlan) -> Session:
     keys = Keys(*(where.put_seeds(k) for k in split))
     init = over_seeds(lambda key, data_key: agent.init(key, sample(dataset, data_key)), batching=plan.batching)
     states = where.put_seeds(jax.jit(init)(keys.init, keys.data))
-    runs = SeedRuns(plan.train_dirs, plan.out_dirs)
-    step = runs.resume_step()
+    runs = SeedRuns(plan.train_dirs, plan.out_dirs, read_only=plan.eval_only)
+    try:
+        step, restored = runs.resume(states)
+    except BaseException:
+        runs.close()
+        raise
     if step:
-        states = where.put_seeds(runs.restore(step, states))
+        states = where.put_seeds(restored)
         print(f"Resumed from the checkpoint at step {step}.", flush=True)
     elif plan.eval_only:
         runs.close()
@@ -161,6 +198,7 @@ def open_session(plan: RunPlan) -> Session:
     train_data = None if rotation else dataset
     session = Session(plan, where, agent, sample, train_data, val_dataset, keys, runs, states, step, data_seconds)
     session.rotation = rotation
+    session.locks = locks
     session.sweep = make_sweep_evaluator(
         functools.partial(act_with_weights, agent),
         plan.env_name,
@@ -169,5 +207,7 @@ def open_session(plan: RunPlan) -> Session:
         plan.run.eval_envs,
         seed_batching=plan.batching,
         videos_per_weight=eval_videos,
+        progress=plan.progress,
+        check_stop=lambda: session.stop is not None and session.stop.check(),
     )
     return session

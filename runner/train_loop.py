@@ -1,5 +1,10 @@
 """The train loop: chunks of `steps_per_call` updates per compiled call, with validation and train.csv rows
-every `log_every` steps, a sweep evaluation every `eval_every` and checkpoints every `save_every`."""
+every `log_every` steps, a sweep evaluation every `eval_every` and checkpoints every `save_every`.
+
+A Ctrl-C stops the loop after the chunk in progress (or abandons the evaluation in progress), saves a
+checkpoint of the step reached and raises `RunStopped`; an evaluation abandoned that way runs first when the
+run resumes.
+"""
 
 import os
 import time
@@ -9,7 +14,16 @@ from tqdm import tqdm
 
 from agents.training import check_finite, make_train_chunk, over_seeds
 from runner.config import RunPlan
+from runner.interrupt import StopRequested, deferred_ctrl_c
 from runner.session import open_session
+
+
+class RunStopped(Exception):
+    """The run stopped at a user's Ctrl-C, with a checkpoint of the step it reached."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step}; rerun the same command to resume")
+        self.step = step
 
 
 def train_rows(step: int, steps_per_s: float, metrics: dict, val_metrics: dict, num_seeds: int) -> list[dict]:
@@ -40,39 +54,55 @@ def train(plan: RunPlan) -> list[str]:
     step = session.step
     last_log = (time.perf_counter(), step)  # for steps/s between two logs
     bar = tqdm(total=run.train_steps, initial=step, disable=not plan.progress, unit="step", dynamic_ncols=True)
+
+    def evaluation_due(step: int) -> bool:
+        return step % run.eval_every == 0 or step == run.train_steps
+
     try:
-        while step < run.train_steps:
-            start = time.perf_counter()
-            # Not kept in a variable: the rotation releases the previous slice when it hands over the next.
-            keys = fold_in(session.keys.data, step)
-            session.states, metrics = train_chunk(session.states, session.train_dataset(step), keys)
-            first, step = step, step + run.steps_per_call
-            session.step = step
-            metrics = jax.device_get(metrics)
-            check_finite(metrics, first, step, session.runs.checkpoints[0].latest_step(), plan.seeds)
-            if step % run.log_every == 0:
-                val_data = session.validation_dataset(first)
-                val_metrics = jax.device_get(validate(session.states, val_data, fold_in(session.keys.val, step)))
-                del val_data
-                rate = (step - last_log[1]) / (time.perf_counter() - last_log[0])
-                last_log = (time.perf_counter(), step)
-                rows = train_rows(step, rate, metrics, val_metrics, len(plan.seeds))
-                if session.rotation is not None:
-                    for row in rows:
-                        row["data/slice"] = session.rotation.index(first)  # the slice this chunk trained on
-                for row, log, writer in zip(rows, session.runs.train_logs, session.runs.writers, strict=True):
-                    log.write(row)
-                    for k, v in row.items():
-                        if k not in ("step", "steps_per_s"):
-                            writer.add_scalar(k, v, step)
-                bar.set_postfix(bc=f"{row['train/policy/bc_loss']:.3f}", q=f"{row['train/critic/q_mean']:.1f}")
-            jax.block_until_ready(session.states)
-            seconds["train"] += time.perf_counter() - start
-            bar.update(run.steps_per_call)
-            if step % run.eval_every == 0 or step == run.train_steps:
-                seconds["eval"] += session.evaluate(step)
-            if step % run.save_every == 0 or step == run.train_steps:
-                session.runs.save(step, session.states)
+        with deferred_ctrl_c() as ctrl_c:
+            session.stop = ctrl_c
+            try:
+                if step and evaluation_due(step) and not session.runs.evaluated(step):
+                    seconds["eval"] += session.evaluate(step)  # abandoned by a Ctrl-C, after its checkpoint
+            except StopRequested:
+                raise RunStopped(step) from None
+            while step < run.train_steps:
+                start = time.perf_counter()
+                # Not kept in a variable: the rotation releases the previous slice when it hands over the next.
+                keys = fold_in(session.keys.data, step)
+                session.states, metrics = train_chunk(session.states, session.train_dataset(step), keys)
+                first, step = step, step + run.steps_per_call
+                session.step = step
+                metrics = jax.device_get(metrics)
+                check_finite(metrics, first, step, session.runs.checkpoints[0].latest_step(), plan.seeds)
+                if step % run.log_every == 0:
+                    val_data = session.validation_dataset(first)
+                    val_metrics = jax.device_get(validate(session.states, val_data, fold_in(session.keys.val, step)))
+                    del val_data
+                    rate = (step - last_log[1]) / (time.perf_counter() - last_log[0])
+                    last_log = (time.perf_counter(), step)
+                    rows = train_rows(step, rate, metrics, val_metrics, len(plan.seeds))
+                    if session.rotation is not None:
+                        for row in rows:
+                            row["data/slice"] = session.rotation.index(first)  # the slice this chunk trained on
+                    for row, log, writer in zip(rows, session.runs.train_logs, session.runs.writers, strict=True):
+                        log.write(row)
+                        for k, v in row.items():
+                            if k not in ("step", "steps_per_s"):
+                                writer.add_scalar(k, v, step)
+                    bar.set_postfix(bc=f"{row['train/policy/bc_loss']:.3f}", q=f"{row['train/critic/q_mean']:.1f}")
+                jax.block_until_ready(session.states)
+                seconds["train"] += time.perf_counter() - start
+                bar.update(run.steps_per_call)
+                try:
+                    if evaluation_due(step) and not ctrl_c.requested:
+                        seconds["eval"] += session.evaluate(step)
+                except StopRequested:
+                    pass  # abandoned; it runs first when the run resumes from the checkpoint saved next
+                if ctrl_c.requested or step % run.save_every == 0 or step == run.train_steps:
+                    session.runs.save(step, session.states)
+                if ctrl_c.requested:
+                    raise RunStopped(step)
     finally:
         bar.close()
         session.close()

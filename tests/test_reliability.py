@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -403,10 +404,12 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, m
     with pytest.raises(CheckpointError) as raised:
         checkpoints.save(4, {"w": state["w"] + 1})
     message = str(raised.value)
-    assert message == (
-        f"no space left on the disk to save the checkpoint of step 4 in {directory}; the checkpoint of step 2 is "
-        "intact: free some space and rerun the same command to resume"
-    )
+    assert re.fullmatch(
+        re.escape(f"no space left on the disk to save the checkpoint of step 4 in {directory} (a checkpoint needs ")
+        + r"about 16 bytes, [0-9.]+ [KMG]?B(ytes)? is free\); "
+        + re.escape("the checkpoint of step 2 is intact: free some space and rerun the same command to resume"),
+        message,
+    ), message
     print(message)
     monkeypatch.undo()
     assert os.listdir(directory) == ["2"]  # the partial step-4 directory is gone, its space freed
@@ -491,3 +494,94 @@ def test_a_running_generation_keeps_its_work_directory(tmp_path):
         lock.close()
     gen._claim_work_dir(str(tmp_path), DATASET)[1].close()  # its lock released: it is stale now
     assert not os.path.exists(work_dir)
+
+
+# ---------------------------------------------------------------- two runs, a damaged checkpoint, Ctrl-C (issue #15)
+
+
+def test_a_second_run_on_a_run_dir_in_use_stops_at_once(reference_run, tiny_dataset_dir, tmp_path, compile_cache):
+    run_dir = tmp_path / "run"
+    flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *KILL_FLAGS]
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "main.py"), *flags], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "run.lock").exists():
+            assert first.poll() is None and time.time() < deadline, open(tmp_path / "first.log").read()[-3000:]
+            time.sleep(0.01)
+        second = run_main(*flags, check=False)
+        assert first.poll() is None, "the first run ended before the second was refused: nothing was tested"
+    finally:
+        first.wait(timeout=300)
+    last_error_line(second, f"{run_dir} is in use by process {first.pid} on host", "another --run_dir")
+    assert first.returncode == 0, open(tmp_path / "first.log").read()[-3000:]
+    # The first run's logs are whole: every row once, as an undisturbed run writes them.
+    train, reference = (read_csv(os.path.join(d, "train.csv")) for d in (run_dir, reference_run))
+    assert [int(r["step"]) for r in train] == [2, 4, 6, 8]
+    assert [{**r, "steps_per_s": None} for r in train] == [{**r, "steps_per_s": None} for r in reference]
+    assert not (run_dir / "run.lock").exists()
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_run_resumes_from_the_one_before(
+    reference_run, tiny_dataset_dir, tmp_path, compile_cache
+):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(reference_run, run_dir)
+    step_8 = os.path.join(run_dir, "checkpoints", "8", "default")
+    largest = max(
+        (os.path.join(d, name) for d, _, names in os.walk(step_8) for name in names if os.sep + "d" + os.sep in d + os.sep),
+        key=os.path.getsize,
+    )
+    data = bytearray(open(largest, "rb").read())
+    data[len(data) // 2 : len(data) // 2 + 256] = bytes(256)  # 256 bytes overwritten, as a bad disk sector would
+    open(largest, "wb").write(bytes(data))
+
+    flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *KILL_FLAGS]
+    resumed = run_main(*flags)
+    warning = [line for line in resumed.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "the checkpoint of step 8 in" in warning[0] and "is damaged (" in warning[0], warning
+    assert warning[0].endswith("resuming from step 6 instead (step 8 is deleted and will be redone)"), warning
+    assert "Resumed from the checkpoint at step 6." in resumed.stdout
+    # Steps 7..8 redone: the same weights, logs and evaluation as the undamaged run.
+    for got, want in zip(checkpoint_leaves(run_dir, 8), checkpoint_leaves(reference_run, 8), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert read_csv(os.path.join(run_dir, "eval.csv")) == read_csv(os.path.join(reference_run, "eval.csv"))
+
+
+def test_ctrl_c_during_an_evaluation_saves_that_step_and_the_rerun_evaluates_it_first(
+    tiny_dataset_dir, tmp_path, compile_cache
+):
+    """Ctrl-C while the sweep of step 4 runs: a checkpoint of step 4 (not a save step) and one line; the
+    rerun evaluates step 4 (abandoned) before going on, so eval.csv holds steps 4 and 6 once each."""
+    run_dir = tmp_path / "run"
+    flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS]
+    flags += ["--train_steps=6", "--save_every=6", "--eval_every=4", "--eval_episodes=1"]
+    with open(tmp_path / "stopped.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "main.py"), *flags], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=log, text=True,
+        )
+    try:
+        deadline = time.time() + 180
+        train_csv = run_dir / "train.csv"
+        while not (train_csv.exists() and "\n4," in train_csv.read_text()):  # step 4 logged: its sweep starts
+            assert process.poll() is None and time.time() < deadline, open(tmp_path / "stopped.log").read()[-3000:]
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = open(tmp_path / "stopped.log").read()
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "stopped at step 4; rerun the same command to resume", stderr[-2000:]
+    assert step_dirs(str(run_dir)) == ["4"]  # --save_every=6: only the Ctrl-C saved
+    assert not (run_dir / "eval.csv").exists() or "\n4," not in (run_dir / "eval.csv").read_text()
+    assert not (run_dir / "run.lock").exists()
+
+    resumed = run_main(*flags)
+    assert "Resumed from the checkpoint at step 4." in resumed.stdout
+    assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [4, 4, 6, 6]  # two weights each
+    assert [int(r["step"]) for r in read_csv(run_dir / "train.csv")] == [2, 4, 6]

@@ -86,7 +86,7 @@ def test_main_prints_the_generate_command_for_a_missing_dataset(tmp_path):
     process = run_main(
         f"--env={TINY_TASK}",
         f"--dataset_dir={tmp_path}",
-        "--nogenerate_missing",
+        "--data=local",
         f"--run_dir={tmp_path / 'run'}",
         check=False,
     )
@@ -106,7 +106,7 @@ def test_batch_larger_than_the_dataset_is_named(tiny_dataset_dir, tmp_path):
     assert_user_error(process, "--agent.batch_size=100000 exceeds the dataset's")
 
 
-def test_a_nan_in_the_data_stops_training_without_saving(tiny_dataset_dir, tmp_path):
+def test_a_nan_in_the_data_is_named_when_it_is_loaded(tiny_dataset_dir, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz"):
@@ -117,5 +117,62 @@ def test_a_nan_in_the_data_stops_training_without_saving(tiny_dataset_dir, tmp_p
     process = run_main(
         f"--env={TINY_TASK}", f"--dataset_dir={data_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS, check=False
     )
-    assert_user_error(process, "non-finite", "training steps 1..2", "no checkpoint was saved")
-    assert not [n for n in os.listdir(run_dir / "checkpoints") if n.isdigit()]
+    # Before any compilation or training step (it used to surface as a non-finite loss after the first chunk).
+    path = data_dir / "cube-single-play-v0.npz"
+    assert_user_error(process, f"{path}: observations holds non-finite values (NaN or inf) in 60 row(s), the first is")
+    assert not (run_dir / "checkpoints").exists()
+
+
+def plan_error(**options) -> str:
+    from runner.config import Options, resolve
+
+    with pytest.raises(configs.ConfigError) as error:
+        resolve(Options(**options))
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(train_steps=-500), "--train_steps=-500 must be at least 1"),
+        (dict(train_steps=-5), "--train_steps=-5 must be at least 1"),  # not "a multiple of --steps_per_call"
+        (dict(steps_per_call=0), "--steps_per_call=0 must be at least 1"),
+        (dict(eval_every=0), "--eval_every=0 must be at least 1"),
+        (dict(log_every=-1000), "--log_every=-1000 must be at least 1"),
+        (dict(save_every=0), "--save_every=0 must be at least 1"),
+        (dict(eval_episodes=0), "--eval_episodes=0 must be at least 1"),
+        (dict(save_every=750), "--save_every=750 must be a multiple of --steps_per_call=500"),
+    ],
+)
+def test_every_step_count_and_interval_is_checked_before_anything_runs(options, message):
+    assert plan_error(**options) == message
+
+
+def test_a_bad_restore_dir_is_named(tmp_path):
+    missing = tmp_path / "missing"
+    assert plan_error(eval_only=True, restore=str(missing)).startswith(f"--restore={missing} is not a directory")
+    assert plan_error(eval_only=True, restore=str(tmp_path)).startswith(f"{tmp_path} holds no config.json")
+    (tmp_path / "config.json").write_text('{"agent": "qg')
+    assert plan_error(eval_only=True, restore=str(tmp_path)).startswith(
+        f"{tmp_path / 'config.json'} cannot be read (JSONDecodeError: Unterminated string"
+    )
+    (tmp_path / "config.json").write_text('{"agent": "qgf"}')
+    assert plan_error(eval_only=True, restore=str(tmp_path)) == (
+        f"{tmp_path / 'config.json'} is not a run's config.json (it lacks preset, env, seed, agent_config, run)"
+    )
+
+
+def test_main_reports_the_step_checks_unknown_agent_fields_and_unwritable_dirs(tmp_path):
+    """The three paths through main.py itself: run settings, `--agent.<field>` names, a run dir it cannot write."""
+    assert_user_error(run_main(f"--run_dir={tmp_path}", "--train_steps=-500", check=False), "--train_steps=-500")
+    assert_user_error(
+        run_main(f"--run_dir={tmp_path}", "--agent.horizn=3", check=False),
+        "unknown --agent.horizn (did you mean 'horizon'?); agent 'qgf' has the fields",
+    )
+    # Root may write anywhere a mode forbids; /sys refuses everyone a new directory.
+    unwritable = tmp_path / "read-only"
+    unwritable.mkdir(mode=0o555)
+    run_dir = "/sys/qgf-run" if os.geteuid() == 0 else str(unwritable / "run")
+    assert_user_error(run_main(f"--run_dir={run_dir}", check=False), "cannot write", "choose a writable directory")

@@ -73,11 +73,11 @@ USER_ERRORS = (
     NonFiniteLossError,
     CheckpointError,
     DatasetWriteError,
-)
-
     RunDirLockedError,
-
+)
 _CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)  # a read-only run dir or dataset dir
+
+
 def options_from_flags(agent_name: str, command: str) -> Options:
     """The parsed flags as plain values; `--agent.<field>` overrides only where given on the command line."""
     overrides = {
@@ -124,8 +124,6 @@ def run_reporting_user_errors(agent_name: str, command: str) -> None:
         sys.exit(f"error: {error}; free some space and rerun the same command: it resumes from the last checkpoint")
 
 
-if __name__ == "__main__":
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 def check_agent_fields(agent_name: str, argv: list[str]) -> None:
     """Exits with one line for an `--agent.<field>` the agent's config does not have (absl would raise)."""
     fields = configs.get_config(agent_name)
@@ -139,6 +137,8 @@ def check_agent_fields(agent_name: str, argv: list[str]) -> None:
                 )
 
 
+if __name__ == "__main__":
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     # config_flags finds `--agent.<field>` overrides in sys.argv itself, so the name flag must leave it.
     agent_name, sys.argv = split_agent_name(sys.argv)
     if agent_name not in configs.AGENT_CONFIGS:
@@ -146,8 +146,8 @@ def check_agent_fields(agent_name: str, argv: list[str]) -> None:
             f"error: unknown agent {agent_name!r}{configs.closest(agent_name, configs.AGENT_CONFIGS)}; "
             f"choose one of {sorted(configs.AGENT_CONFIGS)}"
         )
+    check_agent_fields(agent_name, sys.argv)
     config_flags.DEFINE_config_dict(
         "agent", configs.get_config(agent_name), "Agent config; set fields as --agent.<field>."
-    check_agent_fields(agent_name, sys.argv)
     )
     app.run(lambda argv: run_reporting_user_errors(agent_name, command))

@@ -90,7 +90,7 @@ def run_config() -> ml_collections.ConfigDict:
     c.eval_every = 100_000  # Steps between evaluation sweeps (one more at the end).
     c.save_every = 50_000  # Steps between checkpoints (one more at the end).
     c.eval_episodes = 30  # Episodes per guidance weight.
-    c.eval_envs = 64  # Most environments alive at once (each holds ~150 MB); more episodes run in waves.
+    c.eval_envs = 64  # Most environments alive at once (each holds ~110 MB); more episodes run in waves.
     c.dataset_dir = ""  # Where datasets live ("" is OGBench's ~/.ogbench/data).
     c.dataset_path = ""  # A dataset .npz file or a directory of .npz slices, instead of dataset_dir.
     c.dataset_episodes = 0  # Episodes to generate when the dataset is missing (0: OGBench's count).
@@ -317,7 +317,7 @@ def demo_run(r: ml_collections.ConfigDict) -> None:
     r.eval_every = 20_000
     r.save_every = 10_000
     r.eval_episodes = 20
-    r.eval_envs = 80
+    r.eval_envs = 16  # The 80 episodes in 5 waves: the same env steps, 16 envs (~1.8 GB) alive instead of 80.
     # A small dataset of its own (named by its size), so it never stands in for OGBench's full-size file.
     r.dataset_episodes = 50
     r.dataset_dir = f"~/.ogbench/data/qgf-demo-{r.dataset_episodes}ep"

@@ -478,7 +478,7 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
         require(math.isfinite(w) and w >= 0, f"guidance weight {w} must be a finite number >= 0 (0 is plain BC)")
     require(config.horizon >= 1, f"--agent.horizon={config.horizon} must be >= 1 (1 turns action chunking off)")
     require(config.denoising_steps >= 1, f"--agent.denoising_steps={config.denoising_steps} must be >= 1")
-    if "expectile" in config:  # fql has no value network.
+    if "expectile" in config:  # An agent without a value network may drop it.
         require(0 < config.expectile < 1, f"--agent.expectile={config.expectile} must lie in (0, 1), e.g. 0.9")
     require(0 < config.discount <= 1, f"--agent.discount={config.discount} must lie in (0, 1], e.g. 0.99")
     require(config.batch_size >= 1, f"--agent.batch_size={config.batch_size} must be >= 1")

@@ -77,3 +77,12 @@ def test_unknown_time_embedding_is_a_clear_error():
     with pytest.raises(configs.ConfigError, match="time_embedding='fourier'.*'raw', 'sinusoidal'"):
         configs.check_config(config, [0.0])
     assert configs.TIME_EMBEDDINGS == TIME_EMBEDDINGS
+
+
+@pytest.mark.parametrize("agent", ["qgf", "gcqgf", "edp", "fql"])
+def test_family_presets_get_the_paper_settings(agent):
+    for preset in ("paper", *configs.FAMILY_SETTINGS, "scene+size-0.8m"):
+        config = configs.get_config(agent, preset)
+        for field, value in configs.PAPER_AGENT_SETTINGS[agent].items():
+            assert config[field] == value, (preset, field)
+        assert config.polyak_pre_update, preset

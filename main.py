@@ -25,10 +25,10 @@ import runner
 from agents.training import NonFiniteLossError
 from envs.generate import DatasetWriteError
 from runner.checkpoints import CheckpointError
-from runner.run_lock import RunDirLockedError
-from runner.train_loop import RunStopped
 from runner.config import RUN_OVERRIDES, Options, resolve, split_agent_name
 from runner.run_dir import ConfigMismatchError
+from runner.run_lock import RunDirLockedError
+from runner.train_loop import RunStopped
 
 # Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds). Set before the
 # first environment imports MuJoCo (`envs` imports lazily).

@@ -24,8 +24,8 @@ def format_table(rows: list[dict], best_of_n: int = 1) -> str:
     for r in rows:
         mark = " ◀ best" if r is best and len(rows) > 1 else ""
         lines.append(
-            f"| {weight_label(r['guidance_weight'], best_of_n)} | {r['success']:.3f}{mark} | {r['success_stderr']:.3f} | "
-            f"{r['return']:.1f} | {r['length']:.0f} | {r['episodes']} |"
+            f"| {weight_label(r['guidance_weight'], best_of_n)} | {r['success']:.3f}{mark} | "
+            f"{r['success_stderr']:.3f} | {r['return']:.1f} | {r['length']:.0f} | {r['episodes']} |"
         )
     return "\n".join(lines)
 

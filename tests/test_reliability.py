@@ -530,10 +530,8 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_run_resumes_from_the_one_b
     run_dir = str(tmp_path / "run")
     shutil.copytree(reference_run, run_dir)
     step_8 = os.path.join(run_dir, "checkpoints", "8", "default")
-    largest = max(
-        (os.path.join(d, name) for d, _, names in os.walk(step_8) for name in names if os.sep + "d" + os.sep in d + os.sep),
-        key=os.path.getsize,
-    )
+    data_dirs = [d for d, _, _ in os.walk(step_8) if os.path.basename(d) == "d"]  # orbax's array files
+    largest = max((os.path.join(d, name) for d in data_dirs for name in os.listdir(d)), key=os.path.getsize)
     data = bytearray(open(largest, "rb").read())
     data[len(data) // 2 : len(data) // 2 + 256] = bytes(256)  # 256 bytes overwritten, as a bad disk sector would
     open(largest, "wb").write(bytes(data))
@@ -560,8 +558,7 @@ def test_ctrl_c_during_an_evaluation_saves_that_step_and_the_rerun_evaluates_it_
     flags += ["--train_steps=6", "--save_every=6", "--eval_every=4", "--eval_episodes=1"]
     with open(tmp_path / "stopped.log", "w") as log:
         process = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "main.py"), *flags], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=log, text=True,
+            [sys.executable, os.path.join(ROOT, "main.py"), *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
         )
     try:
         deadline = time.time() + 180
@@ -585,3 +582,12 @@ def test_ctrl_c_during_an_evaluation_saves_that_step_and_the_rerun_evaluates_it_
     assert "Resumed from the checkpoint at step 4." in resumed.stdout
     assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [4, 4, 6, 6]  # two weights each
     assert [int(r["step"]) for r in read_csv(run_dir / "train.csv")] == [2, 4, 6]
+
+
+def test_evaluating_a_run_without_a_checkpoint_is_one_line(reference_run, tmp_path, compile_cache):
+    run_dir = tmp_path / "untrained"
+    run_dir.mkdir()
+    shutil.copy(os.path.join(reference_run, "config.json"), run_dir)
+    process = run_main("--eval_only", f"--restore={run_dir}", "--progress=false", check=False)
+    last_error_line(process, f"{run_dir} has no checkpoint to evaluate; train it first")
+    assert not (run_dir / "checkpoints").exists()  # evaluating creates nothing in the run it reads

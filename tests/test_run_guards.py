@@ -44,8 +44,12 @@ def test_a_second_lock_on_a_run_dir_names_the_holder(tmp_path):
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {ROOT!r}); from runner.run_lock import RunLock; "
-         f"lock = RunLock({str(tmp_path)!r}); print('locked', flush=True); time.sleep(600)"],
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; sys.path.insert(0, {ROOT!r}); from runner.run_lock import RunLock; "
+            f"lock = RunLock({str(tmp_path)!r}); print('locked', flush=True); time.sleep(600)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -133,7 +137,8 @@ def test_other_bytes_in_a_well_formed_checkpoint_fail_its_checksum(two_steps):
     shutil.rmtree(os.path.join(directory, "4", "default"))
     shutil.copytree(os.path.join(directory, "2", "default"), os.path.join(directory, "4", "default"))
     checkpoints = Checkpoints(directory)
-    with pytest.raises(CheckpointDamagedError, match=r"step 4 .* is damaged \(checksum mismatch in \['policy'\]\['w'\], \['step'\]\)"):
+    mismatch = r"step 4 .* is damaged \(checksum mismatch in \['policy'\]\['w'\], \['step'\]\)"
+    with pytest.raises(CheckpointDamagedError, match=mismatch):
         checkpoints.restore(4, small_state(0.0))
     checkpoints.close()
 
@@ -255,8 +260,16 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process parents from /proc")
 def test_generation_workers_end_when_their_parent_is_killed(tmp_path):
     parent = subprocess.Popen(
-        [sys.executable, "-m", "envs.generate", "--dataset=cube-single-play-v0", f"--dir={tmp_path}",
-         "--episodes=8", "--workers=2", "--no_progress"],
+        [
+            sys.executable,
+            "-m",
+            "envs.generate",
+            "--dataset=cube-single-play-v0",
+            f"--dir={tmp_path}",
+            "--episodes=8",
+            "--workers=2",
+            "--no_progress",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -51,7 +51,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("dataset_dir", None, "Directory of OGBench .npz files; default: the preset's.")
 flags.DEFINE_string("dataset_path", None, "A dataset .npz file or a directory of .npz slices.")
-flags.DEFINE_bool("generate_missing", True, "Generate a missing dataset with the OGBench oracles.")
+flags.DEFINE_string(
+    "data", "auto", "Where missing dataset files come from: auto (download, else generate), download, generate, local."
+)
 flags.DEFINE_bool("eval_only", False, "Only evaluate the checkpoint of --restore.")
 flags.DEFINE_string("restore", None, "Run directory whose latest checkpoint --eval_only evaluates.")
 flags.DEFINE_integer("eval_reset_seed", None, "First reset seed of evaluation episodes; default: 1000 × seed.")
@@ -86,7 +88,7 @@ def options_from_flags(agent_name: str, command: str) -> Options:
         if name.startswith("agent.") and FLAGS[name].present
     }
     plain = ("env", "preset", "seed", "num_seeds", "seed_batching", "run_dir", "dataset_dir", "dataset_path")
-    plain += ("generate_missing", "eval_only", "restore", "eval_reset_seed", "allow_config_change", "progress")
+    plain += ("data", "eval_only", "restore", "eval_reset_seed", "allow_config_change", "progress")
     plain += ("eval_videos", "wandb", "wandb_project", "wandb_entity", "wandb_mode")
     return Options(
         agent=agent_name,

@@ -15,7 +15,7 @@ import configs
 import envs
 from envs.rollouts import NUM_EVAL_TASKS
 from runner.devices import seed_batching
-from runner.run_data import check_agent_fits_task, slice_directory
+from runner.run_data import DATA_SOURCES, check_agent_fits_task, slice_directory
 from runner.run_dir import config_hash, default_run_dir, eval_tag, to_plain
 from runner.videos import check_videos_per_weight
 from runner.wandb_logger import WandbOptions, check_mode, import_wandb
@@ -53,7 +53,7 @@ class Options:
     run_dir: str | None = None  # '{seed}' is replaced; default runs/<env>/<agent>/seed<seed>-<config hash>
     dataset_dir: str | None = None
     dataset_path: str | None = None
-    generate_missing: bool = True
+    data: str = "auto"  # where missing dataset files come from: a runner.run_data.DATA_SOURCES key
     eval_only: bool = False
     restore: str | None = None
     eval_reset_seed: int | None = None
@@ -87,7 +87,7 @@ class RunPlan:
     out_dirs: list
     eval_only: bool
     batching: str  # agents.training.over_seeds's seed batching
-    generate_missing: bool
+    data: str  # a runner.run_data.DATA_SOURCES key
     allow_config_change: bool
     progress: bool
     command: str
@@ -186,6 +186,11 @@ def resolve(options: Options) -> RunPlan:
     if options.num_seeds < 1:
         raise configs.ConfigError(f"--num_seeds={options.num_seeds} must be at least 1")
     batching = seed_batching(options.seed_batching)
+    if options.data not in DATA_SOURCES:
+        raise configs.ConfigError(
+            f"unknown --data={options.data!r}{configs.closest(options.data, DATA_SOURCES)}; choose one of "
+            + ", ".join(f"{name} ({what})" for name, what in DATA_SOURCES.items())
+        )
     preset = saved["preset"] if saved else options.preset or ("demo" if options.env is None else "paper")
     config = configs.get_config(options.agent, preset)
     if saved:
@@ -251,7 +256,7 @@ def resolve(options: Options) -> RunPlan:
         out_dirs=out_dirs,
         eval_only=bool(saved),
         batching=batching,
-        generate_missing=options.generate_missing,
+        data=options.data,
         allow_config_change=options.allow_config_change,
         progress=options.progress,
         command=options.command,

@@ -1,4 +1,5 @@
-"""The data of a run: the dataset (generated when missing), checks that the agent fits it, and its sampler."""
+"""The data of a run: the dataset (downloaded or generated when missing), checks that the agent fits it, and
+its sampler."""
 
 import functools
 import os
@@ -7,17 +8,73 @@ import numpy as np
 
 import configs
 import envs
+from envs.datasets import dataset_paths
+from envs.download import DownloadError, download, slice_names
 from runner.slice_rotation import SliceRotation
 
+# Where missing dataset files come from (--data); files present are always used as they are.
+DATA_SOURCES = {
+    "auto": "OGBench's server, else generated here (said so: not the official file)",
+    "download": "OGBench's server only",
+    "generate": "generated here with OGBench's oracles only (never downloads)",
+    "local": "nowhere: a missing file is an error",
+}
 
-def load_data(env_name: str, run, generate_missing: bool, progress: bool) -> tuple:
-    """(env, train dataset, val dataset or None) of `env_name`, generating a missing dataset unless told not to."""
+
+def load_data(env_name: str, run, data: str, progress: bool) -> tuple:
+    """(env, train dataset, val dataset or None) of `env_name`, missing files first obtained as `data` says."""
     dataset_dir = os.path.expanduser(run.dataset_dir or envs.default_dataset_dir())
-    try:
-        return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=run.dataset_path or None)
-    except envs.DatasetMissingError:
-        if not generate_missing or run.dataset_path:
-            raise
+    obtain_missing_files(env_name, run, dataset_dir, data, progress)
+    return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=run.dataset_path or None)
+
+
+def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progress: bool) -> None:
+    """Downloads or generates the run's missing dataset files, as `data` (a DATA_SOURCES key) says.
+
+    Without `run.dataset_path` the files are `<dataset_dir>/<dataset>.npz` and its `-val.npz`: downloaded
+    ("auto", "download") or generated ("generate", and "auto" when the download fails). `run.dataset_path` is
+    only downloaded, and only when it bears an OGBench name: `<dataset>.npz`, a slice
+    `<family>-<type>-100m-v0/<family>-<type>-v0-NNN.npz`, or a slice directory `<family>-<type>-100m-v0`
+    (every slice; a directory holding some is used as it is, except that "download" completes it).
+    Whatever stays missing is named, with what to do, by the loader's DatasetMissingError.
+    """
+    path = run.dataset_path or None
+    if path is None:
+        if all(os.path.exists(p) for p in dataset_paths(env_name, dataset_dir)):
+            return
+        names, directory = [envs.parse_name(env_name).dataset_name], dataset_dir
+    else:
+        names, directory = _official_names(path)
+        if names is None:  # Not an OGBench name: nothing to download it from.
+            return
+        present = [n for n in names if os.path.exists(os.path.join(directory, n + ".npz"))]
+        if len(present) == len(names):
+            return
+        if present and data != "download":
+            print(
+                f"{path} holds {len(present)} of OGBench's {len(names)} slices; training on those "
+                "(--data=download fetches the rest)",
+                flush=True,
+            )
+            return
+    if data == "local" or (path is not None and data == "generate"):
+        return
+    if data in ("auto", "download"):
+        try:
+            download(names, directory)
+            return
+        except DownloadError as error:
+            if data == "download" or path is not None:
+                instead = "; or --data=generate to generate it here (not the official file)" if path is None else ""
+                raise envs.DatasetMissingError(
+                    f"{error}; check the connection, or set OGBENCH_DATASET_URL to a mirror{instead}"
+                ) from None
+            print(
+                f"{error}. Generating it here with OGBench's oracles instead: OGBench's recipe, but other "
+                "episodes than the official file's, so results are not directly comparable with the paper's "
+                "(--data=download insists on the official file).",
+                flush=True,
+            )
     envs.generate_dataset(
         env_name,
         dataset_dir,
@@ -26,7 +83,22 @@ def load_data(env_name: str, run, generate_missing: bool, progress: bool) -> tup
         max_episode_steps=run.dataset_episode_steps,
         progress=progress,
     )
-    return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir)
+
+
+def _official_names(path: str) -> tuple:
+    """(OGBench names, the directory they download into) of a --dataset_path, or (None, None)."""
+    path = os.path.normpath(os.path.expanduser(path))
+    if not path.endswith(".npz"):
+        names = slice_names(path)
+        return (names, os.path.dirname(path)) if names else (None, None)
+    parent, stem = os.path.dirname(path), os.path.basename(path)[: -len(".npz")]
+    if slice_names(parent) is not None:
+        return [f"{os.path.basename(parent)}/{stem}"], os.path.dirname(parent)
+    try:
+        envs.parse_name(stem)
+    except ValueError:
+        return None, None
+    return [stem], parent
 
 
 def slice_directory(run) -> str | None:

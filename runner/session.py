@@ -166,7 +166,7 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
             print(f"warning: --eval_videos: {error}; evaluating without videos", flush=True)
             eval_videos = 0
     start = time.perf_counter()
-    env, train_data, val_data = load_data(plan.env_name, plan.run, plan.generate_missing, plan.progress)
+    env, train_data, val_data = load_data(plan.env_name, plan.run, plan.data, plan.progress)
     check_data_fits(train_data, plan.config)
     dataset = device_dataset(train_data, plan.config, where)
     val_dataset = None if val_data is None else device_dataset(val_data, plan.config, where)

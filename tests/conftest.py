@@ -4,6 +4,9 @@ import sys
 # The suite is dominated by XLA compilation of tiny programs: cheaper CPU code generation cut one compile
 # from 8.7 s to 5.2 s here (set before JAX is imported; main.py subprocesses inherit it).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+# No test downloads from the internet: a missing dataset's download (`--data=auto`, the default) goes to a
+# closed local port and fails at once; tests of downloads serve files on 127.0.0.1 themselves.
+os.environ.setdefault("OGBENCH_DATASET_URL", "http://127.0.0.1:9")
 
 # Tests import the project's top-level packages from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

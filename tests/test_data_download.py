@@ -1,0 +1,141 @@
+"""Where a run's dataset files come from (--data): OGBench's downloader against a local HTTP server on
+127.0.0.1 serving generated files (never the internet), generation when the download fails, 100M slice
+directories, and a silent server that must fail in seconds."""
+
+import contextlib
+import functools
+import http.server
+import os
+import shutil
+import socket
+import threading
+import time
+
+import ogbench.utils
+import pytest
+from conftest import TINY_TASK
+
+import configs
+import envs
+import envs.download
+from runner.config import Options, resolve
+from runner.run_data import _official_names, obtain_missing_files
+
+NAME = "cube-single-play-v0"  # TINY_TASK's dataset
+
+
+@contextlib.contextmanager
+def serving(directory):
+    """An HTTP server on 127.0.0.1 serving `directory`; yields its URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_config(dataset_dir, dataset_path=None):
+    run = configs.get_run_config("demo")
+    run.update(dataset_dir=str(dataset_dir), dataset_path=dataset_path, dataset_episodes=2, dataset_episode_steps=30)
+    return run
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_download_fetches_both_files_with_ogbenchs_downloader(tiny_dataset_dir, tmp_path, monkeypatch):
+    served = tmp_path / "server"
+    served.mkdir()
+    for suffix in (".npz", "-val.npz"):
+        shutil.copy(os.path.join(tiny_dataset_dir, NAME + suffix), served)
+    target = tmp_path / "data"
+    monkeypatch.delenv(envs.download.URL_VARIABLE, raising=False)
+    with serving(served) as url:
+        monkeypatch.setattr(ogbench.utils, "DATASET_URL", url)  # read by OGBench's downloader at call time
+        obtain_missing_files(TINY_TASK, run_config(target), str(target), "download", progress=False)
+    for suffix in (".npz", "-val.npz"):
+        assert read(target / (NAME + suffix)) == read(served / (NAME + suffix))
+    assert sorted(os.listdir(target)) == [NAME + "-val.npz", NAME + ".npz"]  # no .tmp left behind
+    assert ogbench.utils.DATASET_URL == url  # the test's own setting, untouched by the download
+
+
+def test_auto_generates_when_the_server_lacks_the_file_and_says_it_is_not_official(tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    target = tmp_path / "data"
+    with serving(tmp_path / "empty") as url:
+        monkeypatch.setenv(envs.download.URL_VARIABLE, url)
+        with pytest.raises(envs.DatasetMissingError, match=f"cannot download {NAME}.npz from {url} .HTTP 404"):
+            obtain_missing_files(TINY_TASK, run_config(target), str(target), "download", progress=False)
+        obtain_missing_files(TINY_TASK, run_config(target), str(target), "auto", progress=False)
+    printed = capsys.readouterr().out
+    assert "HTTP 404" in printed and "not directly comparable" in printed
+    assert os.path.exists(target / f"{NAME}.npz") and os.path.exists(target / f"{NAME}-val.npz")
+
+
+def test_a_silent_server_fails_in_about_the_timeout(tmp_path, monkeypatch):
+    listener = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    monkeypatch.setenv(envs.download.URL_VARIABLE, f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setattr(envs.download, "DOWNLOAD_TIMEOUT_S", 0.5)
+    start = time.perf_counter()
+    with pytest.raises(envs.DatasetMissingError, match="timed out.*OGBENCH_DATASET_URL.*--data=generate"):
+        obtain_missing_files(TINY_TASK, run_config(tmp_path), str(tmp_path), "download", progress=False)
+    assert time.perf_counter() - start < 5
+    listener.close()
+
+
+def test_local_and_present_files_never_download(tiny_dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(envs.download.URL_VARIABLE, "http://127.0.0.1:9")  # would refuse: nothing may try it
+    obtain_missing_files(TINY_TASK, run_config(tmp_path), str(tmp_path), "local", progress=False)
+    obtain_missing_files(TINY_TASK, run_config(tiny_dataset_dir), tiny_dataset_dir, "download", progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_100m_slice_directory_downloads_every_slice_and_download_completes_a_partial_one(
+    tiny_dataset_dir, tmp_path, monkeypatch, capsys
+):
+    served = tmp_path / "server" / "cube-single-play-100m-v0"
+    served.mkdir(parents=True)
+    for i in range(2):
+        for suffix in (".npz", "-val.npz"):
+            shutil.copy(os.path.join(tiny_dataset_dir, NAME + suffix), served / f"{NAME}-{i:03d}{suffix}")
+    slices = tmp_path / "data" / "cube-single-play-100m-v0"
+    run = run_config(tmp_path / "unused", dataset_path=str(slices))
+    monkeypatch.setattr(envs.download, "SLICES_PER_100M", 2)
+    with serving(tmp_path / "server") as url:
+        monkeypatch.setenv(envs.download.URL_VARIABLE, url)
+        obtain_missing_files(TINY_TASK, run, str(tmp_path / "unused"), "auto", progress=False)
+        assert sorted(os.listdir(slices)) == sorted(os.listdir(served))
+        os.remove(slices / f"{NAME}-001.npz")
+        obtain_missing_files(TINY_TASK, run, str(tmp_path / "unused"), "auto", progress=False)
+        assert "holds 1 of OGBench's 2 slices" in capsys.readouterr().out
+        assert not os.path.exists(slices / f"{NAME}-001.npz")
+        obtain_missing_files(TINY_TASK, run, str(tmp_path / "unused"), "download", progress=False)
+    assert read(slices / f"{NAME}-001.npz") == read(served / f"{NAME}-001.npz")
+    assert not os.path.exists(tmp_path / "unused")  # slices never generate a dataset
+
+
+def test_official_names_of_dataset_paths():
+    assert _official_names("/d/cube-double-play-v0.npz") == (["cube-double-play-v0"], "/d")
+    assert _official_names("/d/cube-triple-play-100m-v0/cube-triple-play-v0-007.npz") == (
+        ["cube-triple-play-100m-v0/cube-triple-play-v0-007"],
+        "/d",
+    )
+    names, directory = _official_names("/d/puzzle-4x4-play-100m-v0/")
+    assert directory == "/d" and len(names) == envs.download.SLICES_PER_100M == 100
+    assert names[0] == "puzzle-4x4-play-100m-v0/puzzle-4x4-play-v0-000" and names[-1].endswith("-v0-099")
+    assert _official_names("/d/my-data.npz") == (None, None)
+    assert _official_names("/d/my-slices") == (None, None)
+
+
+def test_an_unknown_data_source_is_a_config_error():
+    with pytest.raises(configs.ConfigError, match="unknown --data='dowload' .did you mean 'download'"):
+        resolve(Options(data="dowload"))

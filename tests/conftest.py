@@ -37,6 +37,15 @@ TINY_RUN_FLAGS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def release_evaluation_envs():
+    """Each test module starts without the evaluation envs (~110 MB each) and worker pools earlier ones cached."""
+    yield
+    from envs.rollouts import release_envs
+
+    release_envs()
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset_dir(tmp_path_factory):
     """cube-single-play with 2 short episodes (+1 validation episode), generated once per test session."""

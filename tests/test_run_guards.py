@@ -316,6 +316,11 @@ def test_evaluation_reports_episodes_as_they_end():
     zeros = lambda observations, ids: np.zeros((len(observations), 4, 5))  # noqa: E731
     envs.evaluate(zeros, TINY_TASK, 3, max_steps=8, num_envs=2, num_workers=1, on_episodes_done=done.append)
     assert done == [2, 1]  # two waves, each ending together at step 8
+    from envs import rollouts
+
+    assert sum(len(cached) for cached in rollouts._ENV_CACHE.values()) >= 2
+    rollouts.release_envs()
+    assert not rollouts._ENV_CACHE
 
 
 def test_the_weight_0_row_of_best_of_n_is_not_called_bc():

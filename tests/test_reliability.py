@@ -502,6 +502,7 @@ def test_a_running_generation_keeps_its_work_directory(tmp_path):
 def test_a_second_run_on_a_run_dir_in_use_stops_at_once(reference_run, tiny_dataset_dir, tmp_path, compile_cache):
     run_dir = tmp_path / "run"
     flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *KILL_FLAGS]
+    flags.append("--eval_episodes=6")  # a longer final evaluation keeps the first run busy (train.csv is unchanged)
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "main.py"), *flags], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT

@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-critics", type=int, default=None, help="critic ensemble size (default: the config's)")
     parser.add_argument("--denoising-steps", type=int, default=None, help="K (default: the config's)")
     parser.add_argument("--estimator", default="qgf")
+    parser.add_argument(
+        "--compute-dtype", default="float32", choices=("float32", "bfloat16"), help="the networks' matmul dtype"
+    )
     parser.add_argument("--best-of-n", type=int, default=1, help="guided candidates per action (best-of-N)")
     parser.add_argument("--act-batches", default="1,50,1000", help="observations per act call, comma separated")
     parser.add_argument("--updates-per-call", type=int, default=10, help="update steps in one scanned call")
@@ -84,6 +87,7 @@ def bench_config(args: argparse.Namespace):
             setattr(config, field, getattr(args, flag))
     config.estimator = args.estimator
     config.best_of_n = args.best_of_n
+    config.compute_dtype = getattr(args, "compute_dtype", "float32")  # bench.profile's arguments have none.
     return config
 
 
@@ -302,6 +306,7 @@ def main(argv=None) -> dict:
             "denoising_steps": config.denoising_steps,
             "estimator": config.estimator,
             "best_of_n": config.best_of_n,
+            "compute_dtype": config.compute_dtype,
             "activation": config.activation,
             "layer_norm": [config.actor_layer_norm, config.critic_layer_norm],
             "forward_flops_per_sample": forward_flops(config, args.obs_dim, args.action_dim),

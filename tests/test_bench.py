@@ -1,6 +1,7 @@
 """Smoke test of the throughput benchmark: a quick run writes every figure as a positive number."""
 
 import json
+import os
 
 import pytest
 
@@ -89,3 +90,46 @@ def test_profile_classifies_hlo_instructions():
         "sampler",
         "optimizer, target, loss and rest",
     ]
+
+
+# Packages the GPU image of the device checks lacks (ml_collections travels as a wheel, see bench/README.md).
+NOT_ON_THE_DEVICE_IMAGE = ("ogbench", "mujoco", "gymnasium", "tensorboardX", "submitit", "wandb")
+
+
+def test_accelerator_quick_run_on_cpu_imports_only_what_the_device_image_has(tmp_path):
+    """`python -m bench.accelerator --quick` in a fresh process in which the packages the device image lacks
+    cannot be imported: it must finish and write every figure, each positive (float32 only, to keep CI short:
+    tests/test_mixed_precision.py covers bfloat16)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "accelerator.json"
+    blocker = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {NOT_ON_THE_DEVICE_IMAGE!r}:\n"
+        "            raise ImportError(f'{name} is not on the device image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['bench.accelerator', '--quick', '--compute-dtypes=float32', '--out', {str(out)!r}]\n"
+        "runpy.run_module('bench.accelerator', run_name='__main__')\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.run([sys.executable, "-c", blocker], cwd=root, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    results = json.loads(out.read_text())
+
+    for name in ("float32_highest", "float32_default", "bfloat16_f32_accumulation"):
+        assert results["matmul"][name]["tflops"] > 0, name
+    expected = {
+        f"float32/{what}" for what in ("update/1", "update/2", "chunk/1", "chunk/2", "act/1", "act/8", "sweep/2x9x2")
+    }
+    assert set(results["figures"]) == expected
+    for name, figure in results["figures"].items():
+        assert figure["compile_s"] > 0, name
+        rate = figure.get("steps_per_s", figure.get("actions_per_s"))
+        assert rate > 0, name
+    assert results["figures"]["float32/sweep/2x9x2"]["observations"] == 2 * 9 * 2
+    assert results["figures"]["float32/update/2"]["seed_steps_per_s"] == pytest.approx(
+        2 * results["figures"]["float32/update/2"]["steps_per_s"]
+    )

@@ -152,3 +152,27 @@ def test_agent_trains_guides_toward_higher_q_and_restores(name, weights, tmp_pat
     restored = checkpoint_round_trip(agent, state, tmp_path / "checkpoints")
     np.testing.assert_array_equal(mean_squared_distance_to_best(agent, restored, weights), distance)
 
+
+def test_sweep_plans_every_method_of_the_paper_and_the_table_names_each_evaluation():
+    from scripts import sweep, table
+
+    task = "scene-play-singletask-task1-v0"
+    args = sweep.parse_args([f"--tasks={task}", "--methods=paper,bfn7", "--root=/nonexistent", "--train_steps=10"])
+    jobs = sweep.plan(args)
+    trained = [job[0].argv for job in jobs]
+    agents_trained = ("qgf", "robust_q", "fql", "edp", "qam", "cfgrl", "dac", "qsm")
+    assert [argv[2] for argv in trained] == [f"--agent={agent}" for agent in agents_trained]
+    evaluations = [step.argv for job in jobs for step in job[1:]]
+    gradstep = [a for a in evaluations if any(f.startswith("--agent.grad_steps") for f in a)]
+    assert len(gradstep) == 1 and {"--agent.grad_steps=5", "--agent.grad_step_size=0.01"} <= set(gradstep[0])
+    assert any("--agent.best_of_n=7" in a for a in evaluations)  # bfn<N> at any N.
+    outputs = [step.output for job in jobs for step in job[1:]]
+    assert any("/eval/none-bo1-gs5-reset0/" in o for o in outputs)  # GradStep's evaluation, beside BC's:
+    assert any("/eval/none-bo1-reset0/" in o for o in outputs)
+    # Every method's evaluations come back under its own name, its own column title.
+    for name in sweep.PAPER_METHODS:
+        method = sweep.METHODS[name]
+        assert table.method_name(method.agent, method.estimator, method.best_of_n, 5 if method.grad_step else 0) == name
+    assert table.method_name("qgf", "none", 7) == "bfn7" and table.method_label("bfn7") == "BFN-7"
+    with pytest.raises(SystemExit, match="unknown methods \\['bfn0'\\]"):
+        sweep.plan(sweep.parse_args([f"--tasks={task}", "--methods=bfn0"]))

@@ -142,7 +142,7 @@ def test_slice_every_must_be_a_multiple_of_steps_per_call(tiny_dataset_dir, tmp_
     directory = write_slices(tiny_dataset_dir, tmp_path / "slices", 2)
     with pytest.raises(configs.ConfigError, match="--slice_every=3 must be a multiple of --steps_per_call=2"):
         resolve(slice_run_options(directory, tmp_path / "run", slice_every=3))
-    with pytest.raises(configs.ConfigError, match="--slice_every=0 must be >= 1"):
+    with pytest.raises(configs.ConfigError, match="--slice_every=0 must be at least 1"):
         resolve(slice_run_options(directory, tmp_path / "run", slice_every=0))
     file = os.path.join(tiny_dataset_dir, "cube-single-play-v0.npz")  # one file: slice_every plays no part
     assert resolve(slice_run_options(file, tmp_path / "run", slice_every=3)).run.slice_every == 3

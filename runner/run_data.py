@@ -14,9 +14,9 @@ from runner.slice_rotation import SliceRotation
 
 # Where missing dataset files come from (--data); files present are always used as they are.
 DATA_SOURCES = {
-    "auto": "OGBench's server, else generated here (said so: not the official file)",
+    "auto": "OGBench's server, else generated here, said not to be the official file",
     "download": "OGBench's server only",
-    "generate": "generated here with OGBench's oracles only (never downloads)",
+    "generate": "generated here with OGBench's oracles, never downloaded",
     "local": "nowhere: a missing file is an error",
 }
 

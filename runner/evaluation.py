@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 import envs
 from agents.training import over_seeds
-from runner.videos import recorded_episodes
 from runner.flops import flops_per_decision
+from runner.videos import recorded_episodes
 
 EVAL_TASKS = (1, 2, 3, 4, 5)  # OGBench's evaluation goals of a goal-conditioned env
 

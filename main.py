@@ -25,7 +25,7 @@ import runner
 from agents.training import NonFiniteLossError
 from envs.generate import DatasetWriteError
 from runner.checkpoints import CheckpointError
-from runner.config import RUN_OVERRIDES, Options, resolve, split_agent_name
+from runner.config import RUN_OVERRIDES, Options, check_agent_arguments, resolve, split_agent_name
 from runner.run_dir import ConfigMismatchError
 from runner.run_lock import RunDirLockedError
 from runner.train_loop import RunStopped
@@ -126,29 +126,14 @@ def run_reporting_user_errors(agent_name: str, command: str) -> None:
         sys.exit(f"error: {error}; free some space and rerun the same command: it resumes from the last checkpoint")
 
 
-def check_agent_fields(agent_name: str, argv: list[str]) -> None:
-    """Exits with one line for an `--agent.<field>` the agent's config does not have (absl would raise)."""
-    fields = configs.get_config(agent_name)
-    for arg in argv[1:]:
-        if arg.startswith(("--agent.", "--noagent.")):
-            field = arg.split("agent.", 1)[1].split("=", 1)[0]
-            if field.split(".")[0] not in fields:
-                sys.exit(
-                    f"error: unknown --agent.{field}{configs.closest(field, fields)}; agent '{agent_name}' has the "
-                    f"fields {', '.join(sorted(fields))}"
-                )
-
-
 if __name__ == "__main__":
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     # config_flags finds `--agent.<field>` overrides in sys.argv itself, so the name flag must leave it.
     agent_name, sys.argv = split_agent_name(sys.argv)
-    if agent_name not in configs.AGENT_CONFIGS:
-        sys.exit(
-            f"error: unknown agent {agent_name!r}{configs.closest(agent_name, configs.AGENT_CONFIGS)}; "
-            f"choose one of {sorted(configs.AGENT_CONFIGS)}"
-        )
-    check_agent_fields(agent_name, sys.argv)
+    try:
+        check_agent_arguments(agent_name, sys.argv)
+    except configs.ConfigError as error:
+        sys.exit(f"error: {error}")
     config_flags.DEFINE_config_dict(
         "agent", configs.get_config(agent_name), "Agent config; set fields as --agent.<field>."
     )

@@ -23,7 +23,7 @@ from flax.training.train_state import TrainState
 
 from agents.agent import Agent, Batch
 from agents.flow_sampling import sample_chunks
-from agents.iql import apply_critic_gradients, critic_params, iql_loss, init_critic_states
+from agents.iql import init_critic_states, iql_loss, policy_and_critic_steps
 from agents.losses import flow_interpolation
 from agents.train_states import adam_train_state
 from networks import aggregate
@@ -115,23 +115,7 @@ def make_cfgrl(config: ml_collections.ConfigDict) -> Agent:
         critic_loss, critic_metrics = iql_loss(params, state, batch, config)
         return actor_loss + critic_loss, {**actor_metrics, **critic_metrics}
 
-    def current_params(state: CFGRLState):
-        return {"policy": state.policy.params, **critic_params(state)}
-
-    def update(state: CFGRLState, batch: Batch):
-        rng, key = jax.random.split(state.rng)
-        grads, metrics = jax.grad(total_loss, has_aux=True)(current_params(state), state, batch, key)
-        new_state = state.replace(
-            policy=state.policy.apply_gradients(grads=grads["policy"]),
-            **apply_critic_gradients(state, grads, config),
-            rng=rng,
-            step=state.step + 1,
-        )
-        return new_state, metrics
-
-    def validate(state: CFGRLState, batch: Batch):
-        _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
-        return metrics
+    update, validate = policy_and_critic_steps(total_loss, config)
 
     def act(state: CFGRLState, observations, key, guidance_weight=None, goals=None, unroll=False):
         weight = config.guidance_weight if guidance_weight is None else guidance_weight

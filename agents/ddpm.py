@@ -29,8 +29,8 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from agents.agent import Agent, Batch
-from agents.iql import apply_critic_gradients, critic_params, init_critic_states, iql_loss
-from agents.train_states import adam_train_state, clip_by_global_norm
+from agents.iql import init_critic_states, iql_loss, policy_and_critic_steps
+from agents.train_states import adam_train_state
 from guidance.estimators import critic_gradient
 from networks import NoisePredictor, aggregate
 from networks.mixed_precision import compute_dtype
@@ -157,24 +157,7 @@ def make_ddpm_agent(config: ml_collections.ConfigDict, q_term: QTerm) -> Agent:
         critic_loss, critic_metrics = iql_loss(params, state, batch, config)
         return actor_total + critic_loss, {**policy_metrics, **critic_metrics}
 
-    def current_params(state: DDPMState):
-        return {"policy": state.policy.params, **critic_params(state)}
-
-    def update(state: DDPMState, batch: Batch):
-        rng, key = jax.random.split(state.rng)
-        grads, metrics = jax.grad(total_loss, has_aux=True)(current_params(state), state, batch, key)
-        grads, grad_norm = clip_by_global_norm(grads, config.clip_grad_norm)  # One group: every network.
-        new_state = state.replace(
-            policy=state.policy.apply_gradients(grads=grads["policy"]),
-            **apply_critic_gradients(state, grads, config),
-            rng=rng,
-            step=state.step + 1,
-        )
-        return new_state, {**metrics, "optimizer/grad_norm": grad_norm}
-
-    def validate(state: DDPMState, batch: Batch):
-        _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
-        return metrics
+    update, validate = policy_and_critic_steps(total_loss, config, clip_grad_norm=config.clip_grad_norm)
 
     def act(state: DDPMState, observations, key, guidance_weight=None, goals=None, unroll=False):
         del guidance_weight  # DAC and QSM improve their policy at training time only.

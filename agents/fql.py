@@ -33,10 +33,11 @@ from flax.training.train_state import TrainState
 
 import guidance
 from agents.agent import Agent, Batch
-from agents.iql import apply_critic_gradients, iql_loss, init_critic_states, target_step
+from agents.iql import apply_critic_gradients, init_critic_states, iql_loss, target_step
 from agents.losses import chunk_td_target, critic_td_loss, flow_interpolation, flow_matching_loss_at
+from agents.qgf import velocity_field
 from agents.train_states import adam_train_state
-from networks import MLP, VelocityField, aggregate
+from networks import MLP, aggregate
 from networks.mixed_precision import compute_dtype
 from networks.mlp import concat_inputs
 
@@ -116,7 +117,8 @@ def critic_loss(params, state: FQLState, batch: Batch, draws: FQLDraws, config: 
 
 
 def actor_loss(params, state: FQLState, batch: Batch, draws: FQLDraws, config: ml_collections.ConfigDict):
-    """L_actor = L_flow + α L_distill + L_Q (module docstring); `params["policy"]`, `params["one_step"]` get gradients."""
+    """L_actor = L_flow + α L_distill + L_Q (module docstring); `params["policy"]` and `params["one_step"]` get
+    gradients."""
     observations, goals = batch["observations"], batch.get("goals")
     action_dim = batch["actions"].shape[2]
     chunk_weights = batch["valid"][:, -1]  # w_b
@@ -177,14 +179,7 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
             layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
             output_init=config.actor_output_init,
         )
-        velocity = VelocityField(
-            config.actor_hidden_dims,
-            flat_dim,
-            config.activation,
-            config.actor_layer_norm,
-            time_embedding=config.time_embedding,
-            **actor_options,
-        )
+        velocity = velocity_field(config, flat_dim)
         one_step = MLP(config.actor_hidden_dims, flat_dim, config.activation, config.actor_layer_norm, **actor_options)
         policy_key, one_step_key, critic_key, rng = jax.random.split(key, 4)
         times = jnp.zeros(flat_actions.shape[:1])

@@ -19,6 +19,9 @@ composes the critic from four pure functions:
     loss, metrics = iql_loss(params, state, batch, config) # add to the agent's own loss, one jax.grad
     state = state.replace(**apply_critic_gradients(state, grads, config), ...)
 
+An agent whose only other network is a `policy` (and whose state has `rng` and `step`) gets its whole
+`update` and `validate` from `policy_and_critic_steps(total_loss, config)`.
+
 `config` is read for `critic_hidden_dims`, `num_critics`, `activation`, `critic_layer_norm`, `compute_dtype`, `lr`,
 `critic_aggregation`, `expectile`, `discount` and `target_rate`; batches are those of agents/qgf.py.
 """
@@ -29,7 +32,7 @@ from flax.training.train_state import TrainState
 
 from agents.agent import Batch
 from agents.losses import chunk_td_target, critic_td_loss, value_loss
-from agents.train_states import adam_train_state, polyak_update, target_train_state
+from agents.train_states import adam_train_state, clip_by_global_norm, polyak_update, target_train_state
 from networks import Critic, Value, aggregate
 from networks.mixed_precision import compute_dtype
 
@@ -98,3 +101,33 @@ def target_step(state, new_critic: TrainState, config: ml_collections.ConfigDict
     it (the official code's: its target lags one more step)."""
     source = state.critic if config.get("polyak_pre_update", False) else new_critic
     return polyak_update(state.target_critic, source.params, config.target_rate)
+
+
+def policy_and_critic_steps(total_loss, config: ml_collections.ConfigDict, clip_grad_norm: float | None = None):
+    """`update(state, batch)` and `validate(state, batch)` of an agent whose state holds `policy`, the IQL critic
+    states, `rng` and `step`, trained by one gradient of `total_loss(params, state, batch, key) -> (loss, metrics)`
+    over {"policy", "critic", "value"} (every loss reads the pre-update snapshot of the other networks).
+    `clip_grad_norm` clips all the gradients as one group first (DAC/QSM's optimiser)."""
+
+    def current_params(state) -> dict:
+        return {"policy": state.policy.params, **critic_params(state)}
+
+    def update(state, batch: Batch):
+        rng, key = jax.random.split(state.rng)
+        grads, metrics = jax.grad(total_loss, has_aux=True)(current_params(state), state, batch, key)
+        if clip_grad_norm is not None:
+            grads, grad_norm = clip_by_global_norm(grads, clip_grad_norm)
+            metrics = {**metrics, "optimizer/grad_norm": grad_norm}
+        new_state = state.replace(
+            policy=state.policy.apply_gradients(grads=grads["policy"]),
+            **apply_critic_gradients(state, grads, config),
+            rng=rng,
+            step=state.step + 1,
+        )
+        return new_state, metrics
+
+    def validate(state, batch: Batch):
+        _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
+        return metrics
+
+    return update, validate

@@ -38,9 +38,9 @@ import guidance
 from agents.agent import Agent, Batch
 from agents.iql import apply_critic_gradients, critic_params, init_critic_states, iql_loss
 from agents.losses import flow_interpolation, flow_matching_loss_at
+from agents.qgf import velocity_field
 from agents.train_states import adam_train_state, clip_by_global_norm, polyak_update, target_train_state
-from networks import VelocityField, aggregate
-from networks.mixed_precision import compute_dtype
+from networks import aggregate
 
 
 class QAMState(flax.struct.PyTreeNode):
@@ -132,16 +132,7 @@ def make_qam(config: ml_collections.ConfigDict) -> Agent:
         if chunk.ndim != 3 or chunk.shape[1] != horizon:
             raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
         flat_actions = chunk.reshape(chunk.shape[0], -1)
-        velocity = VelocityField(
-            config.actor_hidden_dims,
-            flat_actions.shape[-1],
-            config.activation,
-            config.actor_layer_norm,
-            dtype=compute_dtype(config.get("compute_dtype", "float32")),
-            time_embedding=config.time_embedding,
-            layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
-            output_init=config.actor_output_init,
-        )
+        velocity = velocity_field(config, flat_actions.shape[-1])
         slow_key, fast_key, critic_key, rng = jax.random.split(key, 4)
         times = jnp.zeros(flat_actions.shape[:1])
         slow_params = velocity.init(slow_key, observations, flat_actions, times, goals)

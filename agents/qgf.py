@@ -24,7 +24,7 @@ from flax.training.train_state import TrainState
 
 from agents.agent import Agent, Batch
 from agents.flow_sampling import sample_chunks
-from agents.iql import apply_critic_gradients, critic_params, iql_loss, init_critic_states
+from agents.iql import init_critic_states, iql_loss, policy_and_critic_steps
 from agents.losses import flow_matching_loss
 from agents.train_states import adam_train_state
 from networks import VelocityField, aggregate
@@ -41,6 +41,20 @@ class QGFState(flax.struct.PyTreeNode):
     action_dim: int = flax.struct.field(pytree_node=False)  # A, the size of one action of the chunk.
 
 
+def velocity_field(config: ml_collections.ConfigDict, flat_action_dim: int) -> VelocityField:
+    """The velocity field v(s, a_t, t) built from the config's actor settings (qgf's and every flow agent's)."""
+    return VelocityField(
+        config.actor_hidden_dims,
+        flat_action_dim,
+        config.activation,
+        config.actor_layer_norm,
+        dtype=compute_dtype(config.get("compute_dtype", "float32")),
+        time_embedding=config.time_embedding,
+        layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
+        output_init=config.actor_output_init,
+    )
+
+
 def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
     """The qgf agent. `policy_loss(policy_params, state, batch, key) -> (loss, metrics)` replaces flow-matching
     BC as the velocity field's loss (EDP adds a Q term there); the critic, value, state and `act` stay qgf's."""
@@ -53,16 +67,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
         if chunk.ndim != 3 or chunk.shape[1] != horizon:
             raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
         flat_actions = chunk.reshape(chunk.shape[0], -1)
-        velocity = VelocityField(
-            config.actor_hidden_dims,
-            flat_actions.shape[-1],
-            config.activation,
-            config.actor_layer_norm,
-            dtype=compute_dtype(config.get("compute_dtype", "float32")),
-            time_embedding=config.time_embedding,
-            layer_norm_last_hidden=config.actor_layer_norm_last_hidden,
-            output_init=config.actor_output_init,
-        )
+        velocity = velocity_field(config, flat_actions.shape[-1])
         policy_key, critic_key, rng = jax.random.split(key, 3)
         times = jnp.zeros(flat_actions.shape[:1])
         return QGFState(
@@ -94,23 +99,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
         critic_loss, critic_metrics = iql_loss(params, state, batch, config)
         return actor_loss + critic_loss, {**actor_metrics, **critic_metrics}
 
-    def current_params(state: QGFState):
-        return {"policy": state.policy.params, **critic_params(state)}
-
-    def update(state: QGFState, batch: Batch):
-        rng, key = jax.random.split(state.rng)
-        grads, metrics = jax.grad(total_loss, has_aux=True)(current_params(state), state, batch, key)
-        new_state = state.replace(
-            policy=state.policy.apply_gradients(grads=grads["policy"]),
-            **apply_critic_gradients(state, grads, config),
-            rng=rng,
-            step=state.step + 1,
-        )
-        return new_state, metrics
-
-    def validate(state: QGFState, batch: Batch):
-        _, metrics = total_loss(current_params(state), state, batch, jax.random.fold_in(state.rng, 1))
-        return metrics
+    update, validate = policy_and_critic_steps(total_loss, config)
 
     def act(state: QGFState, observations, key, guidance_weight=None, goals=None, unroll=False):
         weight = config.guidance_weight if guidance_weight is None else guidance_weight

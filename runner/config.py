@@ -120,6 +120,25 @@ def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
     return name or "qgf", rest
 
 
+def check_agent_arguments(agent_name: str, argv: list[str]) -> None:
+    """Raises ConfigError for an unknown agent or an `--agent.<field>` its config does not have (absl would raise
+    a traceback for the latter)."""
+    if agent_name not in configs.AGENT_CONFIGS:
+        raise configs.ConfigError(
+            f"unknown agent {agent_name!r}{configs.closest(agent_name, configs.AGENT_CONFIGS)}; "
+            f"choose one of {sorted(configs.AGENT_CONFIGS)}"
+        )
+    fields = configs.get_config(agent_name)
+    for arg in argv[1:]:
+        if arg.startswith(("--agent.", "--noagent.")):
+            field = arg.split("agent.", 1)[1].split("=", 1)[0]
+            if field.split(".")[0] not in fields:
+                raise configs.ConfigError(
+                    f"unknown --agent.{field}{configs.closest(field, fields)}; agent '{agent_name}' has the "
+                    f"fields {', '.join(sorted(fields))}"
+                )
+
+
 def check_run_steps(run: ml_collections.ConfigDict, training: bool) -> None:
     """Raises ConfigError unless every step count and interval is at least 1 and, when training, every
     interval (and the step total) is a multiple of --steps_per_call: each compiled call runs that many updates,

@@ -72,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.compute_dtypes = args.compute_dtypes.split(",")
     for dtype in args.compute_dtypes:
         if dtype not in configs.COMPUTE_DTYPES:
-            raise configs.ConfigError(f"--compute-dtypes: unknown {dtype!r}; choose from {list(configs.COMPUTE_DTYPES)}")
+            choices = list(configs.COMPUTE_DTYPES)
+            raise configs.ConfigError(f"--compute-dtypes: unknown {dtype!r}; choose from {choices}")
     # A smoke run is all compilation: skip XLA:CPU's expensive passes (its figures are present, not representative).
     args.compiler_options = QUICK_COMPILER_OPTIONS if args.quick else None
     return args

@@ -37,13 +37,24 @@ TINY_RUN_FLAGS = [
 ]
 
 
+# Tests that take minutes or tens of seconds and repeat what faster tests cover; `QGF_SLOW_TESTS=1` runs them.
+slow = pytest.mark.skipif(os.environ.get("QGF_SLOW_TESTS") != "1", reason="slow: set QGF_SLOW_TESTS=1")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def release_evaluation_envs():
-    """Each test module starts without the evaluation envs (~110 MB each) and worker pools earlier ones cached."""
+def release_module_memory():
+    """Each test module starts without the evaluation envs (~110 MB each) and worker pools earlier ones cached,
+    and without their compiled XLA programs: the suite compiles hundreds of them, which otherwise accumulate."""
     yield
+    import gc
+
+    import jax
+
     from envs.rollouts import release_envs
 
     release_envs()
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

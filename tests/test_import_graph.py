@@ -35,7 +35,5 @@ def test_the_product_imports_neither_scripts_nor_bench():
                 path = os.path.join(directory, name)
                 with open(path) as f:
                     modules = imported_modules(f.read())
-                offending += [
-                    f"{os.path.relpath(path, ROOT)} imports {m}" for m in modules if m.split(".")[0] in ABOVE
-                ]
+                offending += [f"{os.path.relpath(path, ROOT)} imports {m}" for m in modules if m.split(".")[0] in ABOVE]
     assert not offending, offending

@@ -10,7 +10,7 @@ from flax.training.train_state import TrainState
 import configs
 from agents import iql
 
-B, O, H, A = 6, 3, 2, 2
+B, OBS, H, A = 6, 3, 2, 2
 GAMMA = 0.9
 
 
@@ -33,12 +33,12 @@ def tiny_config():
 def random_batch(key):
     keys = jax.random.split(key, 5)
     return {
-        "observations": jax.random.normal(keys[0], (B, O)),
+        "observations": jax.random.normal(keys[0], (B, OBS)),
         "actions": jax.random.uniform(keys[1], (B, H, A), minval=-1, maxval=1),
         "rewards": jax.random.normal(keys[2], (B, H)),
         "masks": jnp.array([[1.0, 1.0], [1.0, 0.0]] * (B // 2)),
         "valid": jnp.array([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]] * (B // 3)),
-        "next_observations": jax.random.normal(keys[3], (B, H, O)),
+        "next_observations": jax.random.normal(keys[3], (B, H, OBS)),
     }
 
 
@@ -86,7 +86,7 @@ def test_invalid_chunks_do_not_train_the_value(setup):
     poisoned = dict(batch, actions=jnp.where(invalid[:, None, None], -batch["actions"], batch["actions"]))
     grads = jax.grad(lambda p, b: iql.iql_loss(p, state, b, config)[0])
     clean, dirty = grads(iql.critic_params(state), batch), grads(iql.critic_params(state), poisoned)
-    for a, b in zip(jax.tree_util.tree_leaves(clean["value"]), jax.tree_util.tree_leaves(dirty["value"])):
+    for a, b in zip(jax.tree_util.tree_leaves(clean["value"]), jax.tree_util.tree_leaves(dirty["value"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -104,6 +104,7 @@ def test_apply_critic_gradients_steps_q_and_v_and_polyaks_the_target(setup, pre_
         jax.tree_util.tree_leaves(source.params),
         jax.tree_util.tree_leaves(new["critic"].params),
         jax.tree_util.tree_leaves(new["target_critic"].params),
+        strict=True,
     ):
         np.testing.assert_allclose(t_new, (1 - rate) * t_old + rate * q, rtol=1e-6, atol=1e-7)
         assert not np.allclose(q_new, t_old)

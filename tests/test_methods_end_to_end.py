@@ -11,8 +11,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK
+from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK, slow
 
 import configs
 from scripts import sweep
@@ -92,7 +91,7 @@ def test_the_sweep_trains_fql_and_edp_with_main_and_the_table_collects_them(tiny
     assert "| task | FQL | EDP |" in markdown and f"| {TINY_TASK} |" in markdown
 
 
-@pytest.mark.skipif(os.environ.get("QGF_SLOW_TESTS") != "1", reason="minutes: set QGF_SLOW_TESTS=1")
+@slow
 def test_every_test_time_method_evaluates_one_qgf_run(tiny_dataset_dir, tmp_path):
     root = tmp_path / "runs"
     methods = ["bc", "bfn4", "qfql", "bptt", "jacobian", "qgf", "qgf-bo4"]

@@ -78,7 +78,8 @@ def test_one_bfloat16_update_is_within_tolerance_of_float32():
     }
 
     observations = batch["observations"][:16]
-    actions = [jax.jit(a.act)(s, observations, jax.random.key(3), 0.1) for a, s in ((agent32, state32), (agent16, state16))]
+    pairs = ((agent32, state32), (agent16, state16))
+    actions = [jax.jit(a.act)(s, observations, jax.random.key(3), 0.1) for a, s in pairs]
     assert actions[1].dtype == jnp.float32
     assert float(jnp.max(jnp.abs(actions[1] - actions[0]))) < 0.05
 

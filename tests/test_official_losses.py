@@ -11,7 +11,7 @@ import agents
 import configs
 from agents import fql
 
-B, O, H, A = 4, 3, 2, 2
+B, OBS, H, A = 4, 3, 2, 2
 VALID = jnp.array([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])  # Chunk 1 runs past its episode's end.
 
 
@@ -22,15 +22,15 @@ def paper_config(agent, **overrides):
     return config
 
 
-def batch(key=jax.random.PRNGKey(0)):
-    keys = jax.random.split(key, 4)
+def batch(key=None):
+    keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, 4)
     return {
-        "observations": jax.random.normal(keys[0], (B, O)),
+        "observations": jax.random.normal(keys[0], (B, OBS)),
         "actions": jax.random.uniform(keys[1], (B, H, A), minval=-0.9, maxval=0.9),
         "rewards": jax.random.normal(keys[2], (B, H)),
         "masks": jnp.ones((B, H)),
         "valid": VALID,
-        "next_observations": jax.random.normal(keys[3], (B, H, O)),
+        "next_observations": jax.random.normal(keys[3], (B, H, OBS)),
     }
 
 
@@ -38,7 +38,7 @@ def scrambled(params, seed):
     """Other parameters of the same shapes (a network that must not matter gets these)."""
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return tree.unflatten([leaf + jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)])
+    return tree.unflatten([leaf + jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys, strict=True)])
 
 
 def init(agent_name, **overrides):
@@ -161,9 +161,10 @@ def test_paper_fql_trains_the_shared_iql_critic_and_value():
     config = paper_config("fql")
     agent = agents.make("fql", config)
     state = agent.init(jax.random.PRNGKey(1), batch())
-    assert state.value is not None and agents.make("fql", paper_config("fql", critic_loss="td")).init(
-        jax.random.PRNGKey(1), batch()
-    ).value is None
+    assert (
+        state.value is not None
+        and agents.make("fql", paper_config("fql", critic_loss="td")).init(jax.random.PRNGKey(1), batch()).value is None
+    )
     data = batch()
     draws = fql.draw(jax.random.PRNGKey(2), data, config)
     params = {"policy": state.policy.params, "one_step": state.one_step.params, "critic": state.critic.params}

@@ -1,4 +1,4 @@
-"""The `paper` preset's networks are the official ones (BASELINES.md §1.6): sinusoidal time, actor LayerNorm placement."""
+"""The `paper` preset's networks are the official ones: sinusoidal time, the actor's LayerNorm placement."""
 
 import jax
 import jax.numpy as jnp

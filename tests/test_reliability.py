@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK, run_main
+from conftest import ROOT, TINY_RUN_FLAGS, TINY_TASK, run_main, slow
 
 import envs
 from envs import generate as gen
@@ -248,6 +248,7 @@ def reference_run(tiny_dataset_dir, tmp_path_factory, compile_cache):
     return run_dir
 
 
+@slow  # Kill-and-resume at three moments; the Ctrl-C and damaged-checkpoint tests resume in the default suite.
 def test_a_run_killed_at_three_moments_resumes_to_the_same_final_state(
     reference_run, tiny_dataset_dir, tmp_path, compile_cache
 ):

@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import TINY_RUN_FLAGS, TINY_TASK, final_checkpoint_arrays, read_csv, run_main
+from conftest import TINY_RUN_FLAGS, TINY_TASK, final_checkpoint_arrays, read_csv, run_main, slow
 
 import agents
 import configs
@@ -100,17 +100,23 @@ def test_two_seeds_in_one_process_write_complete_per_seed_run_dirs(two_seed_run,
     )
 
 
-def test_two_cpu_devices_give_the_losses_of_one(tiny_dataset_dir, finished_run, two_seed_run, tmp_path):
-    """One seed on 2 devices shards its batch (data parallel); two seeds put one seed on each device."""
+def test_two_seeds_on_two_cpu_devices_give_the_losses_of_one_device(tiny_dataset_dir, two_seed_run, tmp_path):
+    """Two seeds on 2 devices put one seed on each device."""
     flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", *TINY_RUN_FLAGS]
-    one_seed = run_main(*flags, f"--run_dir={tmp_path / 'data-parallel'}", extra_env=TWO_CPU_DEVICES)
-    assert "2 cpu devices, sharding the data" in one_seed.stdout
-    assert_same_run(str(tmp_path / "data-parallel"), finished_run, rtol=1e-4)
-
     two_seeds = run_main(*flags, "--num_seeds=2", f"--run_dir={tmp_path / 'seeds'}", extra_env=TWO_CPU_DEVICES)
     assert "2 cpu devices, sharding the seeds" in two_seeds.stdout
     for seed in ("seed0", "seed1"):
         assert_same_run(str(tmp_path / "seeds" / seed), os.path.join(two_seed_run, seed), rtol=1e-4)
+
+
+@slow  # The sharded-batch path of the same machinery (the seed-sharded test above runs by default).
+def test_one_seed_on_two_cpu_devices_shards_its_batch_and_gives_the_losses_of_one(
+    tiny_dataset_dir, finished_run, tmp_path
+):
+    flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", *TINY_RUN_FLAGS]
+    one_seed = run_main(*flags, f"--run_dir={tmp_path / 'data-parallel'}", extra_env=TWO_CPU_DEVICES)
+    assert "2 cpu devices, sharding the data" in one_seed.stdout
+    assert_same_run(str(tmp_path / "data-parallel"), finished_run, rtol=1e-4)
 
 
 def test_seeds_that_do_not_split_over_the_devices_are_refused(tiny_dataset_dir, tmp_path):

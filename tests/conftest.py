@@ -55,6 +55,10 @@ def release_module_memory():
     release_envs()
     jax.clear_caches()
     gc.collect()
+    if sys.platform.startswith("linux"):  # glibc keeps freed heap pages unless asked to give them back.
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @pytest.fixture(scope="session")

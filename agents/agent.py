@@ -20,3 +20,10 @@ class Agent(NamedTuple):
     update: Callable[..., tuple[Any, dict]]
     act: Callable[..., Any]
     validate: Callable[..., dict]
+
+
+def flat_chunk(chunk, horizon: int):
+    """The action chunks [B, H, A] of an example batch flattened to [B, H·A], after checking H."""
+    if chunk.ndim != 3 or chunk.shape[1] != horizon:
+        raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
+    return chunk.reshape(chunk.shape[0], -1)

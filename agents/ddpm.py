@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from flax.training.train_state import TrainState
 
-from agents.agent import Agent, Batch
+from agents.agent import Agent, Batch, flat_chunk
 from agents.iql import init_critic_states, iql_loss, policy_and_critic_steps
 from agents.train_states import adam_train_state
 from guidance.estimators import critic_gradient
@@ -119,9 +119,7 @@ def make_ddpm_agent(config: ml_collections.ConfigDict, q_term: QTerm) -> Agent:
     def init(key: jax.Array, example_batch: Batch) -> DDPMState:
         observations, goals = example_batch["observations"], example_batch.get("goals")
         chunk = example_batch["actions"]
-        if chunk.ndim != 3 or chunk.shape[1] != horizon:
-            raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
-        flat_actions = chunk.reshape(chunk.shape[0], -1)
+        flat_actions = flat_chunk(chunk, horizon)
         network = noise_predictor(flat_actions.shape[-1])
         policy_key, critic_key, rng = jax.random.split(key, 3)
         steps = jnp.ones(flat_actions.shape[:1], jnp.int32)

@@ -32,7 +32,7 @@ import ml_collections
 from flax.training.train_state import TrainState
 
 import guidance
-from agents.agent import Agent, Batch
+from agents.agent import Agent, Batch, flat_chunk
 from agents.iql import apply_critic_gradients, init_critic_states, iql_loss, target_step
 from agents.losses import chunk_td_target, critic_td_loss, flow_interpolation, flow_matching_loss_at
 from agents.qgf import velocity_field
@@ -169,9 +169,7 @@ def make_fql(config: ml_collections.ConfigDict) -> Agent:
     def init(key: jax.Array, example_batch: Batch) -> FQLState:
         observations, goals = example_batch["observations"], example_batch.get("goals")
         chunk = example_batch["actions"]
-        if chunk.ndim != 3 or chunk.shape[1] != horizon:
-            raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
-        flat_actions = chunk.reshape(chunk.shape[0], -1)
+        flat_actions = flat_chunk(chunk, horizon)
         flat_dim = flat_actions.shape[-1]
         dtype = compute_dtype(config.get("compute_dtype", "float32"))
         actor_options = dict(

@@ -35,7 +35,7 @@ import ml_collections
 from flax.training.train_state import TrainState
 
 import guidance
-from agents.agent import Agent, Batch
+from agents.agent import Agent, Batch, flat_chunk
 from agents.iql import apply_critic_gradients, critic_params, init_critic_states, iql_loss
 from agents.losses import flow_interpolation, flow_matching_loss_at
 from agents.qgf import velocity_field
@@ -129,9 +129,7 @@ def make_qam(config: ml_collections.ConfigDict) -> Agent:
     def init(key: jax.Array, example_batch: Batch) -> QAMState:
         observations, goals = example_batch["observations"], example_batch.get("goals")
         chunk = example_batch["actions"]
-        if chunk.ndim != 3 or chunk.shape[1] != horizon:
-            raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
-        flat_actions = chunk.reshape(chunk.shape[0], -1)
+        flat_actions = flat_chunk(chunk, horizon)
         velocity = velocity_field(config, flat_actions.shape[-1])
         slow_key, fast_key, critic_key, rng = jax.random.split(key, 4)
         times = jnp.zeros(flat_actions.shape[:1])

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from agents.agent import Agent, Batch
+from agents.agent import Agent, Batch, flat_chunk
 from agents.flow_sampling import sample_chunks
 from agents.iql import init_critic_states, iql_loss, policy_and_critic_steps
 from agents.losses import flow_matching_loss
@@ -64,9 +64,7 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
     def init(key: jax.Array, example_batch: Batch) -> QGFState:
         observations, goals = example_batch["observations"], example_batch.get("goals")
         chunk = example_batch["actions"]
-        if chunk.ndim != 3 or chunk.shape[1] != horizon:
-            raise ValueError(f"expected actions [B, H={horizon}, A], got shape {chunk.shape}")
-        flat_actions = chunk.reshape(chunk.shape[0], -1)
+        flat_actions = flat_chunk(chunk, horizon)
         velocity = velocity_field(config, flat_actions.shape[-1])
         policy_key, critic_key, rng = jax.random.split(key, 3)
         times = jnp.zeros(flat_actions.shape[:1])

@@ -338,10 +338,15 @@ class FamilyCoefficients(NamedTuple):
 
 
 # Per-family coefficients of every method, one row per family (the paper's values, BASELINES.md §2.6 and
-# §3.7). puzzle-4x5 / 4x6 are not in the paper and take puzzle-4x4's values.
+# §3.7). puzzle-4x5 / 4x6 are not in the paper and take puzzle-4x4's values. cube-single, cube-double and
+# puzzle-3x3 (the study's families, docs/study.md) are not in the paper either: their FQL α is the FQL paper's
+# published value for the family (300, 300, 1000); every other column takes cube-triple's (cube) or puzzle-4x4's.
 _FC = FamilyCoefficients
 FAMILY_SETTINGS = {
     # family:        FQL α    EDP bc  GradStep α, L  QAM β  DAC α  QSM β, α
+    "cube-single": _FC(300.0, 100.0, 0.01, 3, 0.1, 100.0, 0.1, 10.0),
+    "cube-double": _FC(300.0, 100.0, 0.01, 3, 0.1, 100.0, 0.1, 10.0),
+    "puzzle-3x3": _FC(1000.0, 300.0, 0.01, 3, 0.1, 300.0, 0.1, 10.0),
     "scene": _FC(300.0, 30.0, 0.01, 5, 0.1, 100.0, 0.1, 10.0),
     "puzzle-4x4": _FC(1000.0, 300.0, 0.01, 3, 0.1, 300.0, 0.1, 10.0),
     "puzzle-4x5": _FC(1000.0, 300.0, 0.01, 3, 0.1, 300.0, 0.1, 10.0),
@@ -406,12 +411,46 @@ def size_preset(width: int):
     return agent_preset, lambda r: None
 
 
+# The study (docs/study.md, `scripts.sweep --preset=study`): the paper's protocol sized for a 2-core CPU. It
+# composes after a family preset (the family's coefficients and the official networks' shapes of layer), then
+# shrinks what a CPU cannot afford. Measurements behind each number are in docs/study.md ("The preset").
+STUDY_DATASET_EPISODES = 200  # 200 + 20 (val) episodes of 1001 steps per family, generated with OGBench's oracles.
+STUDY_DISCOUNT = 0.99  # γ: a 0.999 critic does not converge in STUDY_TRAIN_STEPS updates (docs/study.md).
+STUDY_TRAIN_STEPS = 50_000
+# The paper's grid × 10: Q's scale 1/(1 − γ) is 100 at γ = 0.99 against the paper's 1000 at γ = 0.999, so the
+# same w moves actions 10× less; scaling the grid keeps w ∇Q's size (the grid is fixed before any study run).
+STUDY_GUIDANCE_WEIGHTS = tuple(round(10 * w, 6) for w in PAPER_GUIDANCE_WEIGHTS)
+
+
+def study_preset(c: ml_collections.ConfigDict) -> None:
+    c.actor_hidden_dims = (256, 256, 256)
+    c.critic_hidden_dims = (256, 256, 256)
+    c.batch_size = 256
+    c.discount = STUDY_DISCOUNT
+    if tuple(c.guidance_weights) in (PAPER_GUIDANCE_WEIGHTS, DEMO_GUIDANCE_WEIGHTS):  # Other grids (CFGRL's) stay.
+        c.guidance_weights = STUDY_GUIDANCE_WEIGHTS
+
+
+def study_run(r: ml_collections.ConfigDict) -> None:
+    r.train_steps = STUDY_TRAIN_STEPS
+    r.steps_per_call = 500
+    r.log_every = 1000  # A validation row every 1000 steps: the critic's validation curve.
+    r.eval_every = STUDY_TRAIN_STEPS  # One evaluation, at the end.
+    r.save_every = 10_000
+    r.eval_episodes = 30
+    r.eval_envs = 32  # ~3.5 GB of envs; each weight's 30 episodes in one wave.
+    r.dataset_episodes = STUDY_DATASET_EPISODES
+    r.dataset_dir = f"~/.ogbench/data/qgf-study-{r.dataset_episodes}ep"
+    r.dataset_episode_steps = 1001
+
+
 # Each preset changes the agent config and the run config in place. Presets compose with "+", applied
 # left to right: `scene+size-0.8m` is the scene setting with 4×512 networks.
 PRESETS = {
     "default": (lambda c: None, lambda r: None),
     "paper": (paper_preset, lambda r: None),
     "demo": (demo_preset, demo_run),
+    "study": (study_preset, study_run),
     **{family: family_preset(family) for family in FAMILY_SETTINGS},
     **{name: size_preset(width) for name, width in MODEL_SIZES.items()},
 }

@@ -53,7 +53,8 @@ def main(argv=None) -> dict:
         return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals, unroll=unroll)
 
     evaluate = make_sweep_evaluator(act, args.env, weights, args.episodes, args.max_envs, args.max_steps)
-    rows, timing, _ = evaluate(states, jax.random.split(jax.random.key(1), 1), [0])
+    result = evaluate(states, jax.random.split(jax.random.key(1), 1), [0])
+    rows, timing = result.rows_per_seed, result.timing
     result = {
         "command": "python -m bench.eval_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
         "env": args.env,

@@ -8,6 +8,7 @@ sweep whatever the number of unfinished episodes.
 """
 
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -19,6 +20,31 @@ from runner.flops import flops_per_decision
 from runner.videos import recorded_episodes
 
 EVAL_TASKS = (1, 2, 3, 4, 5)  # OGBench's evaluation goals of a goal-conditioned env
+
+
+def _stderr(values) -> float:
+    """Standard error of the mean (0 for a single value)."""
+    n = len(values)
+    return float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+
+
+def episode_rows(weights, tasks, episodes: int, results: dict, reset_seeds) -> list[dict]:
+    """One row per episode (of one seed, in the evaluator's order): its weight, task, index within the task,
+    the seed its env reset with (the same episode index of two methods resets alike: paired comparisons),
+    success, return and length."""
+    per_weight = len(tasks) * episodes
+    return [
+        {
+            "guidance_weight": float(weights[p // per_weight]),
+            "task": str(tasks[(p % per_weight) // episodes]),
+            "episode": p % episodes,
+            "reset_seed": int(reset_seeds[p]),
+            "success": float(results["success"][p]),
+            "return": float(results["returns"][p]),
+            "length": int(results["lengths"][p]),
+        }
+        for p in range(len(weights) * per_weight)
+    ]
 
 
 def summarize(weights, tasks, episodes: int, results: dict) -> list[dict]:
@@ -40,8 +66,9 @@ def summarize(weights, tasks, episodes: int, results: dict) -> list[dict]:
                     "guidance_weight": float(weight),
                     "task": task,
                     "success": float(np.mean(success)),
-                    "success_stderr": float(np.std(success, ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+                    "success_stderr": _stderr(success),
                     "return": float(np.mean(results["returns"][part])),
+                    "return_stderr": _stderr(results["returns"][part]),
                     "length": float(np.mean(results["lengths"][part])),
                     "episodes": n,
                 }
@@ -54,6 +81,15 @@ def headline_rows(rows: list[dict]) -> list[dict]:
     if any(r["task"] == "all" for r in rows):
         return [r for r in rows if r["task"] == "all"]
     return rows
+
+
+class SweepResult(NamedTuple):
+    """What one sweep evaluation returns, each list indexed by seed."""
+
+    rows_per_seed: list  # summarize()'s rows: one per weight and task.
+    episodes_per_seed: list  # episode_rows(): one per episode.
+    timing: dict  # eval_seconds, policy_seconds, env_seconds.
+    recordings_per_seed: list  # The recorded episodes' frames (runner.videos).
 
 
 def make_sweep_evaluator(
@@ -141,13 +177,15 @@ def make_sweep_evaluator(
             weight_per_episode[0],
             padded.get("goals"),
         )
-        rows_per_seed = []
+        rows_per_seed, episodes_per_seed = [], []
         for s in range(num_seeds):
             part = slice(s * per_seed, (s + 1) * per_seed)
-            rows = summarize(weights, tasks, episodes, {k: v[part] for k, v in results.items()})
+            seed_results = {k: v[part] for k, v in results.items()}
+            rows = summarize(weights, tasks, episodes, seed_results)
             for row in rows:
                 row["flops_per_decision"] = flops
             rows_per_seed.append(rows)
+            episodes_per_seed.append(episode_rows(weights, tasks, episodes, seed_results, episode_seeds[part]))
         recordings_per_seed = [
             [
                 {
@@ -161,6 +199,6 @@ def make_sweep_evaluator(
             ]
             for s in range(num_seeds)
         ]
-        return rows_per_seed, timing, recordings_per_seed
+        return SweepResult(rows_per_seed, episodes_per_seed, timing, recordings_per_seed)
 
     return evaluate

@@ -19,13 +19,17 @@ def weight_label(weight: float, best_of_n: int = 1) -> str:
 
 
 def format_table(rows: list[dict], best_of_n: int = 1) -> str:
-    lines = ["| guidance weight | success | ± s.e. | return | length | episodes |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| guidance weight | success | ± s.e. | return | ± s.e. | length | episodes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     best = max(rows, key=lambda r: r["success"])
     for r in rows:
         mark = " ◀ best" if r is best and len(rows) > 1 else ""
         lines.append(
             f"| {weight_label(r['guidance_weight'], best_of_n)} | {r['success']:.3f}{mark} | "
-            f"{r['success_stderr']:.3f} | {r['return']:.1f} | {r['length']:.0f} | {r['episodes']} |"
+            f"{r['success_stderr']:.3f} | {r['return']:.1f} | {r.get('return_stderr', float('nan')):.1f} | "
+            f"{r['length']:.0f} | {r['episodes']} |"
         )
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """The run directories of seeds trained together in one process: one per seed, each like a single run's.
 
-Seed s of a `--num_seeds` run writes config.json, checkpoints/, train.csv, eval.csv, TensorBoard events and
-the report into its own run dir, exactly as `main.py --seed=s` alone would, so evaluation, resumption and
+Seed s of a `--num_seeds` run writes config.json, checkpoints/, train.csv, eval.csv, episodes.csv, TensorBoard
+events and the report into its own run dir, exactly as `main.py --seed=s` alone would, so evaluation, resumption and
 the table runner treat it as a separate run. States in memory carry a leading seed axis; a checkpoint holds
 one seed's slice.
 """
@@ -75,10 +75,12 @@ class SeedRuns:
     def open_logs(
         self, step: int, train: bool, wandb: WandbOptions | None = None, seed_configs: list | None = None
     ) -> None:
-        """train.csv (training runs), eval.csv and a TensorBoard writer per seed, with rows past `step` dropped;
+        """train.csv (training runs), eval.csv, episodes.csv (one row per evaluated episode) and a TensorBoard
+        writer per seed, with rows past `step` dropped;
         with `wandb`, each seed's scalars also go to a W&B run named by its dir, with `seed_configs[i]`."""
         self.train_logs = [CsvLog(f"{d}/train.csv", step) for d in self.train_dirs] if train else []
         self.eval_logs = [CsvLog(f"{d}/eval.csv", step if train else -1) for d in self.out_dirs]
+        self.episode_logs = [CsvLog(f"{d}/episodes.csv", step if train else -1) for d in self.out_dirs]
         self.writers = [SummaryWriter(d) for d in self.out_dirs]
         if wandb is not None:
             module = import_wandb()

@@ -68,19 +68,25 @@ class Session:
         table printed. Returns the wall time in seconds."""
         plan = self.plan
         eval_step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.eval, step)
-        rows_per_seed, timing, recordings_per_seed = self.sweep(self.states, eval_step_keys, plan.reset_seeds)
+        result = self.sweep(self.states, eval_step_keys, plan.reset_seeds)
+        timing = result.timing
         config = plan.config
-        for seed, rows, recordings, log, writer, out_dir in zip(
+        tag = {"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n}
+        for seed, rows, episodes, recordings, log, episode_log, writer, out_dir in zip(
             plan.seeds,
-            rows_per_seed,
-            recordings_per_seed,
+            result.rows_per_seed,
+            result.episodes_per_seed,
+            result.recordings_per_seed,
             self.runs.eval_logs,
+            self.runs.episode_logs,
             self.runs.writers,
             plan.out_dirs,
             strict=True,
         ):
+            for episode in episodes:  # Before eval.csv, whose rows mark the evaluation done.
+                episode_log.write({**tag, **episode})
             for row in rows:
-                log.write({"step": step, "estimator": config.estimator, "best_of_n": config.best_of_n, **row})
+                log.write({**tag, **row})
                 writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
             videos = write_videos(out_dir, step, recordings) if recordings else None
             table = write_report(

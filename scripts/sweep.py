@@ -73,6 +73,10 @@ PAPER_METHODS = (
     "bc", "bfn4", "bfn16", "qfql", "bptt", "jacobian", "qgf", "qgf-bo4", "gradstep", "robustq",
     "fql", "edp", "qam", "cfgrl", "dac", "qsm",
 )  # fmt: skip
+# `--preset=study` (docs/study.md): the study's methods, each task under its family preset + configs' `study`
+# preset, datasets generated here (the study's own size, never OGBench's file), run dirs under runs/study.
+STUDY_METHODS = ("bc", "bfn4", "bfn16", "qfql", "jacobian", "qgf", "fql")
+STUDY_ROOT = "runs/study"
 BEST_OF_N = re.compile(r"^bfn(?P<n>[1-9]\d*)$")  # bfn<N>: best-of-N of BC samples, any N.
 
 
@@ -162,6 +166,14 @@ def family_preset(task: str) -> str:
     return family if family in configs.PRESETS else "paper"
 
 
+def task_preset(task: str, preset: str | None) -> str:
+    """The configs preset of `task`'s runs: `--preset` as given, the family preset when none is given, and the
+    family preset followed by the study's for `--preset=study`."""
+    if preset == "study":
+        return f"{family_preset(task)}+study"
+    return preset or family_preset(task)
+
+
 def plan(args) -> list:
     """The jobs of the grid, each a list of Steps: train one agent on one task and seed, then evaluate."""
     methods = {name: method_by_name(name) for name in expand_methods(args.methods)}
@@ -178,7 +190,7 @@ def plan(args) -> list:
     data = [f"--dataset_dir={args.dataset_dir}"] if args.dataset_dir else []
     jobs = []
     for task in args.tasks:
-        preset = args.preset or family_preset(task)
+        preset = task_preset(task, args.preset)
         for seed in args.seeds:
             for agent in dict.fromkeys(method.agent for method in methods.values()):
                 run = run_dir(args.root, task, agent, seed)
@@ -197,6 +209,8 @@ def plan(args) -> list:
                     train.append(f"--train_steps={args.train_steps}")
                 if args.eval_episodes is not None:
                     train.append(f"--eval_episodes={args.eval_episodes}")
+                if args.preset == "study":
+                    train.append("--data=generate")  # The study's dataset size, never OGBench's file.
                 steps = [Step(tuple(train), run, "")]
                 trained = configs.get_config(agent, preset)
                 for method in methods.values():
@@ -272,12 +286,18 @@ def parse_args(argv=None):
     parser.add_argument(
         "--methods",
         type=lambda s: s.split(","),
-        default=list(METHODS),
-        help=f"comma-separated, from {','.join(METHODS)}, bfn<N> (any N), or paper (every method of the paper)",
+        default=None,
+        help=f"comma-separated, from {','.join(METHODS)}, bfn<N> (any N), or paper (every method of the paper); "
+        f"default: every method, or the study's ({','.join(STUDY_METHODS)}) under --preset=study",
     )
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
-    parser.add_argument("--root", default="runs/sweep", help="where the run dirs go")
-    parser.add_argument("--preset", default=None, help="configs preset; default: the task's family preset")
+    parser.add_argument("--root", default=None, help=f"run dirs' root (default runs/sweep; {STUDY_ROOT} for the study)")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="configs preset; default: the task's family preset. `study`: docs/study.md's protocol (family preset + "
+        "configs' study preset, the study's methods, generated datasets, runs/study)",
+    )
     parser.add_argument("--train_steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--eval_episodes", type=int, default=None, help="default: the preset's")
     parser.add_argument("--dataset_dir", default=None, help="main.py --dataset_dir, for training and evaluation")
@@ -290,7 +310,13 @@ def parse_args(argv=None):
     parser.add_argument("--cpus", type=int, default=8, help="CPUs per SLURM job")
     parser.add_argument("--poll_s", type=float, default=2.0)
     parser.add_argument("--dry_run", action="store_true", help="print the commands still to run, launch nothing")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    study = args.preset == "study"
+    if args.methods is None:
+        args.methods = list(STUDY_METHODS if study else METHODS)
+    if args.root is None:
+        args.root = STUDY_ROOT if study else "runs/sweep"
+    return args
 
 
 def main(argv=None) -> None:

@@ -10,7 +10,8 @@ from conftest import TINY_RUN_FLAGS, TINY_TASK, read_csv, run_main
 
 def test_a_tiny_run_leaves_every_artifact(finished_run):
     names = set(os.listdir(finished_run))
-    assert {"config.json", "train.csv", "eval.csv", "report.md", "success_vs_weight.png", "checkpoints"} <= names
+    assert {"config.json", "train.csv", "eval.csv", "episodes.csv", "report.md", "checkpoints"} <= names
+    assert "success_vs_weight.png" in names
     assert any(n.startswith("events.out.tfevents") for n in names)
     config = json.load(open(os.path.join(finished_run, "config.json")))
     assert config["env"] == TINY_TASK and config["agent"] == "qgf" and config["guidance_weights"] == [0.0, 0.1]
@@ -23,6 +24,19 @@ def test_a_tiny_run_leaves_every_artifact(finished_run):
     assert all(int(r["episodes"]) == 2 and 0.0 <= float(r["success"]) <= 1.0 for r in rows)
     report = open(os.path.join(finished_run, "report.md")).read()
     assert "0 (BC)" in report and "| 0.1 |" in report
+    # episodes.csv: every episode, its reset seed (the same per index across weights: paired), and eval.csv's
+    # means and standard errors are theirs.
+    episodes = read_csv(os.path.join(finished_run, "episodes.csv"))
+    assert [(float(e["guidance_weight"]), int(e["reset_seed"])) for e in episodes] == [
+        (w, s) for w in (0.0, 0.1) for s in (0, 1)
+    ]
+    for row in rows:
+        mine = [e for e in episodes if float(e["guidance_weight"]) == float(row["guidance_weight"])]
+        returns = [float(e["return"]) for e in mine]
+        assert float(row["success"]) == pytest.approx(np.mean([float(e["success"]) for e in mine]))
+        assert float(row["return"]) == pytest.approx(np.mean(returns))
+        assert float(row["return_stderr"]) == pytest.approx(np.std(returns, ddof=1) / np.sqrt(2))
+        assert all(int(e["step"]) == 4 and int(e["length"]) > 0 for e in mine)
     assert sorted(os.listdir(os.path.join(finished_run, "checkpoints")))[-1] == "4"
 
 

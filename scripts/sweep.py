@@ -26,6 +26,7 @@ at a time (1 by default: one machine); SLURM gets every job at once. Both go thr
 """
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -146,15 +147,29 @@ class Step:
 
 
 def run_steps(steps: list) -> list:
-    """The job: runs every step not yet done, in order, from the repository root; returns what it ran."""
+    """The job: runs every step not yet done, in order, from the repository root; returns what it ran. Each
+    finished step's wall time is appended to its run dir's step_times.csv (what the study reports)."""
     ran = []
     for step in steps:
         if step.done():
             continue
         print(f"+ {step.command()}", flush=True)
+        start = time.time()
         subprocess.run(step.argv, cwd=ROOT, check=True)
+        record_step_time(step, time.time() - start)
         ran.append(step.command())
     return ran
+
+
+def record_step_time(step: Step, seconds: float) -> None:
+    path = os.path.join(step.run, "step_times.csv")
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["output", "seconds", "finished", "command"])
+        output = os.path.relpath(step.output, step.run) if step.output else "train"
+        writer.writerow([output, f"{seconds:.1f}", time.strftime("%Y-%m-%dT%H:%M:%S"), step.command()])
 
 
 def family_preset(task: str) -> str:

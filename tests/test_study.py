@@ -1,5 +1,9 @@
 """The study's protocol (docs/study.md): its preset, and the sweep that runs one cell of it."""
 
+import csv
+import os
+import sys
+
 import configs
 from scripts import sweep
 
@@ -37,3 +41,17 @@ def test_sweep_study_plans_the_cell_of_one_task_and_seed():
     other = sweep.parse_args(["--preset=paper", "--tasks=scene-play-singletask-task1-v0"])
     assert sweep.task_preset("scene-play-singletask-task1-v0", other.preset) == "paper"
     assert other.root == "runs/sweep" and other.methods == list(sweep.METHODS)
+
+
+def test_run_steps_skips_done_steps_and_records_wall_times(tmp_path):
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    output = os.path.join(run, "eval", "x", "eval.csv")
+    write = f"import os; os.makedirs({os.path.dirname(output)!r}, exist_ok=True); open({output!r}, 'w').write('done')"
+    step = sweep.Step((sys.executable, "-c", write), run, output)
+    assert sweep.run_steps([step]) == [step.command()]
+    assert sweep.run_steps([step]) == []  # Done: skipped, nothing recorded twice.
+    with open(os.path.join(run, "step_times.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["output"] for r in rows] == [os.path.join("eval", "x", "eval.csv")]
+    assert float(rows[0]["seconds"]) > 0

@@ -169,7 +169,7 @@ def record_step_time(step: Step, seconds: float) -> None:
         if new:
             writer.writerow(["output", "seconds", "finished", "command"])
         output = os.path.relpath(step.output, step.run) if step.output else "train"
-        writer.writerow([output, f"{seconds:.1f}", time.strftime("%Y-%m-%dT%H:%M:%S"), step.command()])
+        writer.writerow([output, f"{seconds:.3f}", time.strftime("%Y-%m-%dT%H:%M:%S"), step.command()])
 
 
 def family_preset(task: str) -> str:

@@ -52,20 +52,27 @@ def has_sweep(name: str) -> bool:
     return method is None or method.sweep
 
 
-def read_eval(path: str) -> tuple[dict, float | None]:
-    """{weight: success} of the last evaluated step (the all-tasks rows), and the FLOPs per decision."""
+def last_rows(path: str) -> list:
+    """The eval.csv rows of the last evaluated step, over all tasks (one per guidance weight)."""
     with open(path) as f:
         rows = [r for r in csv.DictReader(f) if r.get("task", "all") == "all"]
     if not rows:
-        return {}, None
+        return []
     last = max(int(float(r["step"])) for r in rows)
-    rows = [r for r in rows if int(float(r["step"])) == last]
+    return [r for r in rows if int(float(r["step"])) == last]
+
+
+def read_eval(path: str, column: str = "success") -> tuple[dict, float | None]:
+    """{weight: `column`} of the last evaluated step (the all-tasks rows), and the FLOPs per decision."""
+    rows = last_rows(path)
+    if not rows:
+        return {}, None
     flops = rows[0].get("flops_per_decision") or None
-    return {float(r["guidance_weight"]): float(r["success"]) for r in rows}, None if flops is None else float(flops)
+    return {float(r["guidance_weight"]): float(r[column]) for r in rows}, None if flops is None else float(flops)
 
 
 def own_evaluation(directory: str, config: dict):
-    """(method, {w: success}, FLOPs) of a finished training run's own final evaluation, or None.
+    """(method, path of eval.csv) of a finished training run's own final evaluation, or None.
 
     main.py evaluates a training run on reset seeds 1000·seed (the reported ones) with its config's
     estimator and best-of-N; an `--eval_only` evaluation of the same method, when present, replaces it.
@@ -78,16 +85,16 @@ def own_evaluation(directory: str, config: dict):
         steps = [int(float(r["step"])) for r in csv.DictReader(f)]
     if not steps or max(steps) != run["train_steps"]:
         return None  # Unfinished.
-    success, flops = read_eval(path)
     name = method_name(
         config["agent"], agent_config["estimator"], int(agent_config["best_of_n"]), agent_config.get("grad_steps", 0)
     )
-    return name, success, flops
+    return name, path
 
 
-def collect(root: str) -> dict:
-    """{(task, method): {seed: {"reported": {w: success}, "heldout": {w: success}, "flops": x}}}."""
-    results = collections.defaultdict(dict)
+def evaluations(root: str):
+    """Every evaluation the table reads under `root`, as (task, method, seed, role, path of its eval.csv, run dir),
+    role "reported" or "heldout": a run's own final evaluation first, then its `--eval_only` ones (which replace
+    it where they evaluate the same method on the same episodes)."""
     for directory, _, files in sorted(os.walk(root)):
         if "config.json" not in files or os.path.basename(os.path.dirname(directory)) == "eval":
             continue
@@ -99,20 +106,27 @@ def collect(root: str) -> dict:
         roles = {reported_reset_seed(seed): "reported", heldout_reset_seed(seed): "heldout"}
         own = own_evaluation(directory, config)
         if own is not None:
-            name, success, flops = own
-            results[(config["env"], name)][seed] = {"reported": success, **({"flops": flops} if flops else {})}
+            yield config["env"], own[0], seed, "reported", own[1], directory
         evals = os.path.join(directory, "eval")
         for tag in sorted(os.listdir(evals)) if os.path.isdir(evals) else []:
             match, path = EVAL_TAG.match(tag), os.path.join(evals, tag, "eval.csv")
             if not match or int(match["reset"]) not in roles or not os.path.exists(path):
                 continue
-            success, flops = read_eval(path)
             grad_steps = int(match["grad_steps"] or 0)
             name = method_name(config["agent"], match["estimator"], int(match["best_of_n"]), grad_steps)
-            entry = results[(config["env"], name)].setdefault(seed, {})
-            entry[roles[int(match["reset"])]] = success
-            if flops is not None:
-                entry["flops"] = flops
+            yield config["env"], name, seed, roles[int(match["reset"])], path, directory
+
+
+def collect(root: str, column: str = "success") -> dict:
+    """{(task, method): {seed: {"reported": {w: value}, "heldout": {w: value}, "flops": x}}}, the values eval.csv's
+    `column` (success, or e.g. return)."""
+    results = collections.defaultdict(dict)
+    for task, name, seed, role, path, _ in evaluations(root):
+        values, flops = read_eval(path, column)
+        entry = results[(task, name)].setdefault(seed, {})
+        entry[role] = values
+        if flops is not None:
+            entry["flops"] = flops
     return dict(results)
 
 
@@ -137,24 +151,25 @@ def per_seed_best(method: str, per_seed: dict) -> list:
     return [max(s["reported"].values()) for s in per_seed.values() if s.get("reported")]
 
 
-def mean_and_stderr(values: list) -> tuple:
-    """(mean, standard error over seeds) in %, (None, 0) without values."""
-    values = [100 * v for v in values]
+def mean_and_stderr(values: list, scale: float = 100) -> tuple:
+    """(mean, standard error over seeds) of `scale` × values (in % by default), (None, 0) without values."""
+    values = [scale * v for v in values]
     mean = float(np.mean(values)) if values else None
     return mean, float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
-def summarize(results: dict) -> dict:
-    """{(task, method): {"weight", "mean", "stderr", "seeds", "flops", "paper": {"mean", "stderr", "seeds"}}} in
-    success %: at the held-out weight, and under "paper" by the paper's convention (`per_seed_best`)."""
+def summarize(results: dict, scale: float = 100) -> dict:
+    """{(task, method): {"weight", "mean", "stderr", "seeds", "flops", "paper": {"mean", "stderr", "seeds"}}} of
+    `scale` × collect's values (success in % by default): at the held-out weight, and under "paper" by the paper's
+    convention (`per_seed_best`)."""
     cells = {}
     for key, per_seed in results.items():
         weight = choose_weight(key[1], per_seed)
         values = [s["reported"][weight] for s in per_seed.values() if weight in s.get("reported", {})]
         best = per_seed_best(key[1], per_seed)
         flops = [s["flops"] for s in per_seed.values() if "flops" in s]
-        mean, stderr = mean_and_stderr(values)
-        paper_mean, paper_stderr = mean_and_stderr(best)
+        mean, stderr = mean_and_stderr(values, scale)
+        paper_mean, paper_stderr = mean_and_stderr(best, scale)
         cells[key] = {
             "weight": weight,
             "mean": mean,

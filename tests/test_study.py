@@ -1,8 +1,12 @@
 """The study's protocol (docs/study.md): its preset, and the sweep that runs one cell of it."""
 
 import csv
+import json
 import os
 import sys
+
+import numpy as np
+import pytest
 
 import configs
 from scripts import sweep
@@ -55,3 +59,222 @@ def test_run_steps_skips_done_steps_and_records_wall_times(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["output"] for r in rows] == [os.path.join("eval", "x", "eval.csv")]
     assert float(rows[0]["seconds"]) > 0
+
+
+# scripts.study on a hand-made run tree as scripts.sweep lays it out: one task's seeds 0 and 1 finished, seed 2
+# training, another task not started. Four episodes per weight; outcomes are (success, return) per episode.
+TASK, OTHER_TASK = "cube-single-play-singletask-task2-v0", "scene-play-singletask-task1-v0"
+TRAIN_STEPS = 3000
+WIN, LOSS = (1.0, -50.0), (0.0, -200.0)
+EVAL_FIELDS = [
+    "step", "estimator", "best_of_n", "guidance_weight", "task", "success", "success_stderr", "return",
+    "return_stderr", "length", "episodes", "flops_per_decision",
+]  # fmt: skip
+EPISODE_FIELDS = ["step", "estimator", "best_of_n", "guidance_weight", "task", "episode", "reset_seed", "success",
+                  "return", "length"]  # fmt: skip
+
+
+def outcomes(successes):
+    return [WIN if s else LOSS for s in successes]
+
+
+def write_evaluation(directory, estimator, best_of_n, reset, per_weight, flops, reverse=False):
+    """eval.csv and episodes.csv as main.py writes them; `per_weight` maps a weight to its episodes' outcomes,
+    episode e resetting with seed reset + e. `reverse` writes the episodes in reverse order (pairing must go by
+    reset seed, not by row)."""
+    os.makedirs(directory, exist_ok=True)
+    tag = {"step": TRAIN_STEPS, "estimator": estimator, "best_of_n": best_of_n}
+    episodes = [
+        {
+            **tag,
+            "guidance_weight": w,
+            "task": "all",
+            "episode": e,
+            "reset_seed": reset + e,
+            "success": s,
+            "return": r,
+            "length": 200,
+        }  # fmt: skip
+        for w, results in per_weight.items()
+        for e, (s, r) in enumerate(results)
+    ]
+    with open(os.path.join(directory, "episodes.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, EPISODE_FIELDS)
+        writer.writeheader()
+        writer.writerows(episodes[::-1] if reverse else episodes)
+    with open(os.path.join(directory, "eval.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, EVAL_FIELDS)
+        writer.writeheader()
+        for w, results in per_weight.items():
+            success, returns = np.array([s for s, _ in results]), np.array([r for _, r in results])
+            se = lambda x: np.std(x, ddof=1) / np.sqrt(len(x))  # noqa: E731
+            writer.writerow(
+                {
+                    **tag,
+                    "guidance_weight": w,
+                    "task": "all",
+                    "success": success.mean(),
+                    "success_stderr": se(success),
+                    "return": returns.mean(),
+                    "return_stderr": se(returns),
+                    "length": 200,
+                    "episodes": len(results),
+                    "flops_per_decision": flops,
+                }  # fmt: skip
+            )
+
+
+def write_training_run(root, task, agent, seed, losses, finished=True):
+    """config.json, train.csv (val/critic/loss every 1000 steps) and, when finished, the final checkpoint's dir."""
+    run = sweep.run_dir(str(root), task, agent, seed)
+    os.makedirs(run, exist_ok=True)
+    estimator = "qgf" if agent == "qgf" else "none"
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"agent": agent, "env": task, "seed": seed, "run": {"train_steps": TRAIN_STEPS},
+                   "agent_config": {"estimator": estimator, "best_of_n": 1}}, f)  # fmt: skip
+    with open(os.path.join(run, "train.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, ["step", "train/critic/loss", "val/critic/loss"])
+        writer.writeheader()
+        writer.writerows({"step": 1000 * (i + 1), "train/critic/loss": 0.1, "val/critic/loss": v}
+                         for i, v in enumerate(losses))  # fmt: skip
+    if finished:
+        os.makedirs(os.path.join(run, "checkpoints", str(TRAIN_STEPS)))
+    return run
+
+
+def write_step_times(run, rows):
+    with open(os.path.join(run, "step_times.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["output", "seconds", "finished", "command"])
+        writer.writerows([output, seconds, "2026-01-01T00:00:00", "python main.py ..."] for output, seconds in rows)
+
+
+# Per seed, QGF's reported episodes at w = 0 and 0.4 (its own final evaluation) and held-out ones, and BC's.
+QGF_REPORTED = {0: {0.0: [1, 1, 1, 0], 0.4: [1, 0, 1, 0]}, 1: {0.0: [1, 1, 1, 0], 0.4: [1, 1, 0, 0]}}
+QGF_HELDOUT = {0.0: [0, 0, 0, 0], 0.4: [1, 1, 0, 0]}  # Held-out episodes favour w = 0.4, the reported ones w = 0.
+BC_REPORTED = {0: [0, 1, 0, 0], 1: [0, 0, 1, 1]}
+FLOPS = {"bc": 1e6, "bfn4": 4e6, "bfn16": 1.6e7, "qfql": 2e6, "jacobian": 3e6, "qgf": 2.5e6, "fql": 1e5}
+
+
+def write_finished_cell(root, seed):
+    run = write_training_run(root, TASK, "qgf", seed, [3.0, 1.0, 2.0])
+    reported, heldout = sweep.reported_reset_seed(seed), sweep.heldout_reset_seed(seed)
+    write_evaluation(run, "qgf", 1, reported, {w: outcomes(s) for w, s in QGF_REPORTED[seed].items()}, FLOPS["qgf"])
+    times = [("train", 600.0)]
+    evaluations = [
+        ("bc", "none", 1, reported, {0.0: outcomes(BC_REPORTED[seed])}),
+        ("bfn4", "none", 4, reported, {0.0: outcomes([0, 0, 0, 0])}),
+        ("bfn16", "none", 16, reported, {0.0: outcomes([0, 0, 0, 0])}),
+        ("qgf", "qgf", 1, heldout, {w: outcomes(s) for w, s in QGF_HELDOUT.items()}),
+        *[
+            (m, e, 1, r, {0.0: outcomes([0] * 4), 0.4: outcomes([0] * 4)})
+            for m, e in (("qfql", "noisy"), ("jacobian", "jacobian"))
+            for r in (reported, heldout)
+        ],  # fmt: skip
+    ]
+    for method, estimator, best_of_n, reset, per_weight in evaluations:
+        where = sweep.eval_dir(run, estimator, best_of_n, reset)
+        write_evaluation(where, estimator, best_of_n, reset, per_weight, FLOPS[method], reverse=method == "bc")
+        times.append((os.path.relpath(os.path.join(where, "eval.csv"), run), 30.0))
+    write_step_times(run, times)
+    fql = write_training_run(root, TASK, "fql", seed, [1.0, 0.5, 0.5])
+    write_evaluation(fql, "none", 1, reported, {0.0: outcomes([0, 0, 0, 0])}, FLOPS["fql"])
+    write_step_times(fql, [("train", 300.0)])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The tree, and what scripts.study wrote from it: (runs, out, csv rows, markdown)."""
+    from scripts import study
+
+    runs, out = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("docs")
+    for seed in (0, 1):
+        write_finished_cell(runs, seed)
+    write_training_run(runs, TASK, "qgf", 2, [4.0], finished=False)  # Seed 2 is training: at step 1000.
+    csv_path, md_path = study.write_study(str(runs), str(out), tasks=(TASK, OTHER_TASK), seeds=(0, 1, 2))
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    return runs, out, rows, open(md_path).read()
+
+
+def test_study_csv_has_a_row_per_task_method_seed_weight_and_episode_set(study):
+    _, _, rows, _ = study
+    # Per seed: BC, BFN-4, BFN-16, FQL one row each; QFQL and QGF-Jacobian 2 weights × 2 episode sets; QGF 2 × 2.
+    assert len(rows) == 2 * (4 + 3 * 4)
+    key = {(r["method"], r["seed"], r["episode_set"], float(r["guidance_weight"])): r for r in rows}
+    heldout = key[("qgf", "0", "heldout", 0.4)]
+    assert float(heldout["success"]) == 0.5 and float(heldout["return"]) == -125.0 and heldout["episodes"] == "4"
+    assert float(heldout["success_stderr"]) == pytest.approx(np.std([1, 1, 0, 0], ddof=1) / 2)
+    assert float(heldout["eval_wall_s"]) == 30.0 and float(heldout["flops_per_decision"]) == 2.5e6
+    own = key[("qgf", "1", "reported", 0.0)]  # The training run's own evaluation: timed with its training.
+    assert float(own["success"]) == 0.75 and own["eval_wall_s"] == ""
+    # The weight chosen on held-out success is marked, for QGF 0.4 (not 0, the best on the reported episodes).
+    assert {(r["method"], float(r["guidance_weight"])) for r in rows if r["heldout_choice"] == "1"} == {
+        ("bc", 0.0), ("bfn4", 0.0), ("bfn16", 0.0), ("qfql", 0.0), ("jacobian", 0.0), ("qgf", 0.4), ("fql", 0.0)
+    }  # fmt: skip
+
+
+def test_study_md_reports_the_held_out_choice_beside_the_optimistic_best(study):
+    *_, markdown = study
+    # QGF at w = 0.4: 50 % on both seeds' reported episodes; per seed the best reported weight (0) gives 75 %.
+    assert "|  | QGF | 0.4 | 50.0 ± 0.0 | 2 | 75.0 ± 0.0 |" in markdown
+    assert f"| {TASK} | BC | (none) | 37.5 ± 12.5 | 2 | 37.5 ± 12.5 |" in markdown
+    assert "|  | QGF | 0.4 | -125.0 ± 0.0 | 2 | -87.5 ± 0.0 |" in markdown  # Return, chosen on held-out return.
+
+
+def test_paired_difference_of_qgf_and_bc_on_the_same_reset_seeds(study):
+    from scripts import study as study_module
+
+    runs, *_, markdown = study
+    evaluations = study_module.latest_evaluations(str(runs))
+    qgf = study_module.outcomes_at(evaluations, TASK, "qgf", 0.4)
+    bc = study_module.outcomes_at(evaluations, TASK, "bc", 0.0)
+    d = study_module.paired_difference(qgf, bc, "success")
+    # Episode by episode (BC's rows are stored in reverse): seed 0 [1,0,1,0] − [0,1,0,0] = [1,−1,1,0], seed 1
+    # [1,1,0,0] − [0,0,1,1] = [1,1,−1,−1]. Mean 1/8; sum of squared deviations 6.875, so the s.e. is
+    # sqrt(6.875 / 7 / 8) = 0.3504; the per-seed means 0.25 and 0 have s.e. 0.125.
+    assert d == {"mean": 0.125, "stderr": pytest.approx(0.35038, abs=1e-5), "pairs": 8, "seeds": 2,
+                 "seed_stderr": pytest.approx(0.125)}  # fmt: skip
+    # Return: each win is worth 150 more than a loss here, so the difference is 150 times success's.
+    assert study_module.paired_difference(qgf, bc, "return")["mean"] == pytest.approx(150 * 0.125)
+    assert (
+        "| QGF − BC | +12.5 ± 35.0 (seeds: ± 12.5) | 0.4, (none) | 8 (2) | +18.8 ± 52.6 (seeds: ± 18.8) |" in markdown
+    )
+
+
+def test_study_md_lists_finished_and_missing_cells_critic_losses_and_wall_times(study):
+    runs, out, _, markdown = study
+    assert "2 of 6 cells (task × seed) finished" in markdown
+    assert f"| {TASK} | done | done | 0 of 10 steps done; qgf trained to step 1000 |" in markdown
+    assert f"| {OTHER_TASK} | missing | missing | missing |" in markdown
+    assert f"Missing (nothing run yet): {OTHER_TASK} seed 0, {OTHER_TASK} seed 1, {OTHER_TASK} seed 2." in markdown
+    # The critic's validation loss: first, minimum and last with their steps, and whether it rose after its minimum.
+    assert f"| {TASK} | qgf | 0 | 3 (1000) | 1 (2000) | 2 (3000) | 2.00 |" in markdown
+    assert f"| {TASK} | qgf | 2 | 4 (1000) | 4 (1000) | 4 (1000, running) | 1.00 |" in markdown
+    # Wall time per cell: fql trains 5 min, qgf 10 min, 8 evaluations of 30 s, 19 min in all; both cells 38.
+    assert f"| {TASK} | 0 | 5.0 | 10.0 | 4.0 (8) | 19.0 |" in markdown
+    assert "| **all** | | **10.0** | **20.0** | **8.0 (16)** | **38.0** |" in markdown
+    assert f"    python -m scripts.sweep --preset=study --tasks={TASK} --seeds=2 --root={runs}" in markdown
+    for name in (f"success_vs_weight_{TASK}.png", f"critic_val_loss_{TASK}.png", "success_vs_flops.png"):
+        assert f"(study/{name})" in markdown and os.path.getsize(os.path.join(out, "study", name)) > 0
+
+
+def test_a_rerun_replaces_only_the_generated_part(study, tmp_path):
+    from scripts import study as study_module
+
+    runs, *_ = study
+    before = "# The study\r\n\r\nThe lead's prose, ünïcode, CRLF line endings.\r\n\r\n" + study_module.BEGIN
+    after = study_module.END + "\r\nMore prose after the generated part.\r\n"
+    path = tmp_path / "study.md"
+    path.write_bytes((before + "\nan outdated table\n" + after).encode())
+    study_module.write_study(str(runs), str(tmp_path), tasks=(TASK,), seeds=(0,))
+    first = path.read_bytes()
+    assert first.startswith(before.encode()) and first.endswith(after.encode()) and b"outdated" not in first
+    assert b"|  | QGF | 0.4 | 50.0" in first
+    study_module.write_study(str(runs), str(tmp_path), tasks=(TASK,), seeds=(0,))
+    assert path.read_bytes() == first
+    # Without the markers nothing is written: the document is the lead's.
+    path.write_bytes(b"# Only prose\n")
+    with pytest.raises(SystemExit, match="study:generated:begin"):
+        study_module.write_study(str(runs), str(tmp_path), tasks=(TASK,), seeds=(0,))
+    assert path.read_bytes() == b"# Only prose\n"

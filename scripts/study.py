@@ -1,0 +1,652 @@
+"""The study's results document (issue 18): `python -m scripts.study --runs=runs/study --out=docs`.
+
+Reads whatever the study (`python -m scripts.sweep --preset=study --tasks=<task> --seeds=<s>`) has left under
+`--runs` and writes
+
+- `<out>/study.csv`: one row per task, method, seed, guidance weight and episode set (held-out or reported):
+  success and its standard error over episodes, mean return and its standard error, episodes, FLOPs per decision
+  and the evaluation's wall time (from the run dir's step_times.csv; unknown for a training run's own final
+  evaluation, which is timed with its training);
+- the generated part of `<out>/study.md`, between the markers BEGIN and END below (the file is created with a
+  title and the markers when missing; everything outside the markers is kept byte for byte): finished and
+  missing cells, success and return per task and method at the weight chosen on held-out episodes beside the
+  paper's optimistic per-seed best (scripts.table's choice), paired differences of QGF against every other method
+  on the same reset seeds (episodes.csv), FLOPs per decision, the critics' validation losses, wall times and the
+  commands; its figures go to `<out>/study/`.
+"""
+
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+from runner.report import weight_label
+from scripts import sweep, table
+
+# The study's cells (issue 18): one task per family, three seeds.
+STUDY_TASKS = (
+    "cube-single-play-singletask-task2-v0",
+    "cube-double-play-singletask-task2-v0",
+    "scene-play-singletask-task1-v0",
+    "puzzle-3x3-play-singletask-task2-v0",
+)
+STUDY_SEEDS = (0, 1, 2)
+QGF = "qgf"
+COMPARED = ("bc", "bfn4", "bfn16", "qfql", "jacobian", "fql")  # Each paired against QGF: QGF − method.
+BEGIN, END = "<!-- study:generated:begin -->", "<!-- study:generated:end -->"
+CSV_FIELDS = (
+    "task",
+    "method",
+    "seed",
+    "episode_set",
+    "guidance_weight",
+    "success",
+    "success_stderr",
+    "return",
+    "return_stderr",
+    "episodes",
+    "flops_per_decision",
+    "eval_wall_s",
+    "heldout_choice",
+)
+NOTHING_YET = "No finished evaluation yet."
+METRICS = {"success": ("success", 100.0, "success (%)"), "return": ("return", 1.0, "return")}
+
+
+# Reading the run dirs.
+
+
+def latest_evaluations(root: str) -> dict:
+    """{(task, method, seed, role): (eval.csv path, run dir)}: scripts.table's evaluations, a later one replacing
+    an earlier one of the same method and episodes (an `--eval_only` evaluation replaces the run's own)."""
+    return {(task, m, seed, role): (path, run) for task, m, seed, role, path, run in table.evaluations(root)}
+
+
+def step_times(run: str) -> list:
+    """The rows of a run dir's step_times.csv (scripts.sweep: output, seconds, finished, command), [] without one."""
+    path = os.path.join(run, "step_times.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def eval_wall_seconds(path: str, run: str) -> float | None:
+    """The wall time scripts.sweep recorded for the step that wrote the eval.csv at `path` (its last record)."""
+    output = os.path.relpath(path, run)
+    times = [float(r["seconds"]) for r in step_times(run) if r["output"] == output]
+    return times[-1] if times else None
+
+
+def csv_rows(evaluations: dict, chosen: dict) -> list:
+    """study.csv's rows; `chosen` maps (task, method) to the weight chosen on held-out success."""
+    rows = []
+    for (task, method, seed, role), (path, run) in sorted(evaluations.items()):
+        wall = eval_wall_seconds(path, run)
+        for r in table.last_rows(path):
+            weight = float(r["guidance_weight"])
+            rows.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "seed": seed,
+                    "episode_set": role,
+                    "guidance_weight": weight,
+                    "success": float(r["success"]),
+                    "success_stderr": float(r["success_stderr"]),
+                    "return": float(r["return"]),
+                    "return_stderr": r.get("return_stderr", ""),  # Absent before commit 58b68d9.
+                    "episodes": int(float(r["episodes"])),
+                    "flops_per_decision": r.get("flops_per_decision", ""),
+                    "eval_wall_s": "" if wall is None else wall,
+                    "heldout_choice": int(same_weight(chosen.get((task, method)), weight)),
+                }
+            )
+    return rows
+
+
+def same_weight(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def episode_outcomes(path: str) -> list:
+    """The episodes.csv beside an eval.csv: its last step's rows, [] when there is none."""
+    episodes = os.path.join(os.path.dirname(path), "episodes.csv")
+    if not os.path.exists(episodes):
+        return []
+    with open(episodes) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    last = max(int(float(r["step"])) for r in rows)
+    return [r for r in rows if int(float(r["step"])) == last]
+
+
+def outcomes_at(evaluations: dict, task: str, method: str, weight: float) -> dict:
+    """{seed: {(episode task, reset seed): {"success": s, "return": r}}}: `method`'s reported episodes at `weight`."""
+    found = {}
+    for (t, m, seed, role), (path, _) in evaluations.items():
+        if (t, m, role) != (task, method, "reported"):
+            continue
+        episodes = {
+            (r["task"], int(r["reset_seed"])): {"success": float(r["success"]), "return": float(r["return"])}
+            for r in episode_outcomes(path)
+            if same_weight(float(r["guidance_weight"]), weight)
+        }
+        if episodes:
+            found[seed] = episodes
+    return found
+
+
+def paired_difference(a: dict, b: dict, metric: str) -> dict | None:
+    """a − b in `metric` over the episodes both ran (same seed, same reset seed), from outcomes_at's dicts.
+
+    "stderr" is the standard error of the mean of the per-episode differences (all seeds' episodes pooled: it
+    counts episode noise, not the variation between training seeds); "seed_stderr" that of the per-seed mean
+    differences (None below two seeds). None when no episode is shared."""
+    differences, per_seed = [], []
+    for seed in sorted(set(a) & set(b)):
+        shared = sorted(set(a[seed]) & set(b[seed]))
+        d = [a[seed][k][metric] - b[seed][k][metric] for k in shared]
+        if d:
+            differences += d
+            per_seed.append(float(np.mean(d)))
+    if not differences:
+        return None
+    n = len(differences)
+    return {
+        "mean": float(np.mean(differences)),
+        "stderr": float(np.std(differences, ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+        "pairs": n,
+        "seeds": len(per_seed),
+        "seed_stderr": float(np.std(per_seed, ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else None,
+    }
+
+
+def critic_curves(root: str) -> dict:
+    """{(task, agent, seed): {"steps": [...], "loss": [...], "train_steps": n}}: val/critic/loss of every training
+    run under `root` (scripts.sweep's layout <task>/<agent>/seed<S>) that has logged one."""
+    curves = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(root), "*", "*", "seed*", "train.csv"))):
+        run = os.path.dirname(path)
+        seed = re.fullmatch(r"seed(\d+)", os.path.basename(run))
+        if seed is None or not os.path.exists(os.path.join(run, "config.json")):
+            continue
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val/critic/loss") not in (None, "")]
+        if not rows:
+            continue
+        with open(os.path.join(run, "config.json")) as f:
+            train_steps = json.load(f).get("run", {}).get("train_steps")
+        agent_dir = os.path.dirname(run)
+        key = (os.path.basename(os.path.dirname(agent_dir)), os.path.basename(agent_dir), int(seed[1]))
+        curves[key] = {
+            "steps": [int(float(r["step"])) for r in rows],
+            "loss": [float(r["val/critic/loss"]) for r in rows],
+            "train_steps": train_steps,
+        }
+    return curves
+
+
+def cell_status(root: str, task: str, seed: int) -> tuple[bool, str]:
+    """(finished, what is there) of one cell: every step scripts.sweep plans for it (trainings and evaluations)."""
+    args = sweep.parse_args(["--preset=study", f"--tasks={task}", f"--seeds={seed}", f"--root={root}"])
+    steps = [step for job in sweep.plan(args) for step in job]
+    done = sum(step.done() for step in steps)
+    if done == len(steps):
+        return True, "done"
+    notes = []
+    for step in steps:
+        if step.output or step.done():
+            continue
+        agent, path = os.path.basename(os.path.dirname(step.run)), os.path.join(step.run, "train.csv")
+        if os.path.exists(path):
+            with open(path) as f:
+                logged = [int(float(r["step"])) for r in csv.DictReader(f)]
+            notes.append(f"{agent} trained to step {max(logged) if logged else 0}")
+        elif os.path.exists(os.path.join(step.run, "config.json")):
+            notes.append(f"{agent} started")
+    if not done and not notes:
+        return False, "missing"
+    return False, "; ".join([f"{done} of {len(steps)} steps done", *notes])
+
+
+def cell_wall_times(root: str, task: str, seed: int) -> dict:
+    """{"train": {agent: s}, "eval": s, "evals": n} from the cell's step_times.csv files (scripts.sweep)."""
+    times = {"train": {}, "eval": 0.0, "evals": 0}
+    directory = os.path.join(root, task)
+    for agent in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        for r in step_times(sweep.run_dir(root, task, agent, seed)):
+            if r["output"] == "train":  # The training step includes the run's own final evaluation.
+                times["train"][agent] = times["train"].get(agent, 0.0) + float(r["seconds"])
+            else:
+                times["eval"] += float(r["seconds"])
+                times["evals"] += 1
+    return times
+
+
+# Formatting.
+
+
+def ordered_tasks(tasks: list, found: set) -> list:
+    return list(tasks) + sorted(found - set(tasks))
+
+
+def cell_text(mean, stderr, seeds: int, scale: float) -> str:
+    if mean is None:
+        return "—"
+    digits = 1 if scale != 1 or abs(mean) < 1e3 else 0
+    if seeds < 2:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {stderr:.{digits}f}"
+
+
+def results_table(cells: dict, tasks: list, scale: float, label: str) -> list:
+    """Rows task × method: the held-out choice (weight, mean ± s.e. over seeds) and the optimistic per-seed best."""
+    lines = [
+        f"| task | method | weight (held-out choice) | {label} | seeds | optimistic: per-seed best {label} |",
+        "|---|---|---|---|---|---|",
+    ]
+    methods = table.ordered_methods(cells)
+    for task in tasks:
+        first = True
+        for method in methods:
+            cell = cells.get((task, method))
+            if cell is None:
+                continue
+            paper = cell["paper"]
+            lines.append(
+                f"| {task if first else ''} | {table.method_label(method)} | {weight_text(method, cell['weight'])} | "
+                f"{cell_text(cell['mean'], cell['stderr'], cell['seeds'], scale)} | {cell['seeds']} | "
+                f"{cell_text(paper['mean'], paper['stderr'], paper['seeds'], scale)} |"
+            )
+            first = False
+    return lines if len(lines) > 2 else [NOTHING_YET]
+
+
+def weight_text(method: str, weight: float | None) -> str:
+    """A chosen weight as the reader should see it: none for a method without a sweep (it acts at 0, unguided)."""
+    if not table.has_sweep(method):
+        return "(none)"
+    found = sweep.method_by_name(method)
+    return "—" if weight is None else weight_label(weight, found.best_of_n if found else 1)
+
+
+def difference_text(d: dict | None, scale: float) -> str:
+    if d is None:
+        return "—"
+    seeds = "—" if d["seed_stderr"] is None else f"{scale * d['seed_stderr']:.1f}"
+    return f"{scale * d['mean']:+.1f} ± {scale * d['stderr']:.1f} (seeds: ± {seeds})"
+
+
+def paired_table(evaluations: dict, chosen: dict, tasks: list) -> list:
+    """QGF − method per task, in success (pp) and return, each metric at the weights chosen on its held-out value."""
+    lines = [
+        "| task | comparison | Δ success (pp) | weights (QGF, other) | pairs (seeds) | Δ return | weights (QGF, other) "
+        "| pairs (seeds) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task in tasks:
+        first = True
+        for method in COMPARED:
+            cells = []
+            for metric in METRICS:
+                w_qgf, w_other = chosen[metric].get((task, QGF)), chosen[metric].get((task, method))
+                if w_qgf is None or w_other is None:
+                    cells += ["—", "—", "—"]
+                    continue
+                a = outcomes_at(evaluations, task, QGF, w_qgf)
+                b = outcomes_at(evaluations, task, method, w_other)
+                d = paired_difference(a, b, metric)
+                cells += [
+                    difference_text(d, METRICS[metric][1]),
+                    f"{weight_text(QGF, w_qgf)}, {weight_text(method, w_other)}",
+                    "—" if d is None else f"{d['pairs']} ({d['seeds']})",
+                ]
+            if all(c == "—" for c in cells):
+                continue
+            label = f"QGF − {table.method_label(method)}"
+            lines.append(f"| {task if first else ''} | {label} | " + " | ".join(cells) + " |")
+            first = False
+    return lines if len(lines) > 2 else [NOTHING_YET]
+
+
+def flops_table(cells: dict, tasks: list) -> list:
+    if not tasks:
+        return [NOTHING_YET]
+    methods = table.ordered_methods(cells)
+    lines = ["| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for method in methods:
+        row = [cells.get((t, method), {}).get("flops") for t in tasks]
+        lines.append(
+            f"| {table.method_label(method)} | " + " | ".join("—" if f is None else f"{f:.3g}" for f in row) + " |"
+        )
+    return lines
+
+
+def critic_table(curves: dict) -> list:
+    lines = [
+        "| task | agent | seed | first (step) | minimum (step) | last (step) | last / minimum |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, agent, seed), c in sorted(curves.items()):
+        low = int(np.argmin(c["loss"]))
+        unfinished = c["train_steps"] is not None and c["steps"][-1] < c["train_steps"]
+        last = f"{c['loss'][-1]:.3g} ({c['steps'][-1]}{', running' if unfinished else ''})"
+        ratio = c["loss"][-1] / c["loss"][low] if c["loss"][low] else float("nan")
+        lines.append(
+            f"| {task} | {agent} | {seed} | {c['loss'][0]:.3g} ({c['steps'][0]}) | {c['loss'][low]:.3g} "
+            f"({c['steps'][low]}) | {last} | {ratio:.2f} |"
+        )
+    return lines if curves else ["No run has logged a validation loss yet."]
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
+def wall_table(root: str, tasks: list, seeds: list) -> list:
+    cells = {(t, s): cell_wall_times(root, t, s) for t in tasks for s in seeds}
+    cells = {k: v for k, v in cells.items() if v["train"] or v["evals"]}
+    agents = sorted({a for v in cells.values() for a in v["train"]})
+    lines = [
+        "| task | seed | " + " | ".join(f"training {a} (min)" for a in agents) + " | evaluations (min) | total (min) |",
+        "|---" * (len(agents) + 4) + "|",
+    ]
+    totals = {"train": dict.fromkeys(agents, 0.0), "eval": 0.0, "evals": 0}
+    for (task, seed), v in cells.items():
+        train = [v["train"].get(a) for a in agents]
+        total = sum(x for x in train if x) + v["eval"]
+        lines.append(
+            f"| {task} | {seed} | "
+            + " | ".join("—" if x is None else minutes(x) for x in train)
+            + f" | {minutes(v['eval'])} ({v['evals']}) | {minutes(total)} |"
+        )
+        for a in agents:
+            totals["train"][a] += v["train"].get(a, 0.0)
+        totals["eval"] += v["eval"]
+        totals["evals"] += v["evals"]
+    grand = sum(totals["train"].values()) + totals["eval"]
+    lines.append(
+        "| **all** | | "
+        + " | ".join(f"**{minutes(totals['train'][a])}**" for a in agents)
+        + f" | **{minutes(totals['eval'])} ({totals['evals']})** | **{minutes(grand)}** |"
+    )
+    return lines if cells else ["No step_times.csv yet."]
+
+
+def sweep_command(task: str, seed: int, root: str) -> str:
+    where = "" if os.path.normpath(root) == os.path.normpath(sweep.STUDY_ROOT) else f" --root={root}"
+    return f"python -m scripts.sweep --preset=study --tasks={task} --seeds={seed}{where}"
+
+
+# Figures.
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def method_style(method: str) -> dict:
+    """One colour and marker per method, the same in every figure."""
+    names = list(dict.fromkeys([*sweep.STUDY_METHODS, *sweep.METHODS]))  # The study's seven: distinct colours.
+    index = names.index(method) if method in names else len(names) + sum(map(ord, method)) % 7
+    return {"color": f"C{index % 10}", "marker": "osD^vP*Xhp"[index % 10]}
+
+
+def plot_success_vs_weight(path: str, task: str, success: dict) -> None:
+    """Every method's reported success per weight (mean over seeds, s.e. bars over seeds); one-weight methods as
+    horizontal lines."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for method in table.ordered_methods({k: None for k in success if k[0] == task}):
+        per_seed = [s["reported"] for s in success[(task, method)].values() if s.get("reported")]
+        if not per_seed:
+            continue
+        swept = table.has_sweep(method) and len(set().union(*per_seed)) > 1
+        weights = sorted(set().union(*per_seed)) if swept else [0.0]
+        values = [[100 * r[w] for r in per_seed if w in r] for w in weights]
+        means = [np.mean(v) if v else np.nan for v in values]
+        errors = [np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0 for v in values]
+        label = table.method_label(method)
+        style = method_style(method)
+        if swept:
+            ax.errorbar(weights, means, yerr=errors, capsize=3, label=label, **style)
+        else:  # A method without a sweep acts at weight 0 (scripts.table reports that).
+            ax.axhline(means[0], linestyle="--", linewidth=1.2, color=style["color"], label=f"{label} (one weight)")
+    ax.set_xlabel("guidance weight w")
+    ax.set_ylabel("success (%), reported episodes")
+    ax.set_ylim(-2, 102)
+    ax.set_title(task, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_success_vs_flops(path: str, cells: dict, tasks: list) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for method in table.ordered_methods(cells):
+            cell = cells.get((task, method))
+            if cell is None or cell["mean"] is None or cell["flops"] is None:
+                continue
+            label = table.method_label(method)
+            ax.errorbar(cell["flops"], cell["mean"], yerr=cell["stderr"], capsize=3, linestyle="none", label=label,
+                        **method_style(method))  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("FLOPs per decision")
+        ax.set_ylim(-2, 102)
+        ax.set_title(task, fontsize=8)
+    axes[0][0].set_ylabel("success (%), held-out choice")
+    entries = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    axes[0][0].legend(entries.values(), entries.keys(), fontsize=7)  # Every method, whichever task it is in.
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_critic(path: str, task: str, curves: dict) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for (t, agent, seed), c in sorted(curves.items()):
+        if t == task:
+            ax.plot(c["steps"], c["loss"], marker=".", label=f"{agent} seed {seed}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("val/critic/loss")
+    ax.set_title(task, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# The document.
+
+
+def replace_generated(text: str, generated: str) -> str:
+    """`text` with what lies between BEGIN and END replaced by `generated`; everything else is unchanged."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"needs exactly one {BEGIN} followed by one {END}")
+    start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
+    return text[:start] + "\n" + generated.strip("\n") + "\n" + text[stop:]
+
+
+def write_document(path: str, generated: str) -> None:
+    """Writes the generated part into the markdown at `path` (created with a title and the markers if missing)."""
+    text = f"# The study\n\n{BEGIN}\n{END}\n"
+    if os.path.exists(path):
+        with open(path, newline="") as f:  # newline="": line endings stay as they are.
+            text = f.read()
+    try:
+        text = replace_generated(text, generated)
+    except ValueError as error:
+        raise SystemExit(f"error: {path} {error}: add them where the generated part goes") from None
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def figure_name(kind: str, task: str) -> str:
+    return f"{kind}_{task}.png"
+
+
+def generate(runs: str, out: str, tasks: list, seeds: list) -> tuple[str, list]:
+    """The generated markdown and study.csv's rows; writes the figures under `<out>/study/`."""
+    evaluations = latest_evaluations(runs)
+    results = {metric: table.collect(runs, column) for metric, (column, _, _) in METRICS.items()}
+    cells = {metric: table.summarize(results[metric], METRICS[metric][1]) for metric in METRICS}
+    chosen = {metric: {k: c["weight"] for k, c in cells[metric].items()} for metric in METRICS}
+    tasks = ordered_tasks(tasks, {t for t, _ in cells["success"]})
+    with_data = [t for t in tasks if any(k[0] == t for k in cells["success"])]
+    figures = os.path.join(out, "study")
+    os.makedirs(figures, exist_ok=True)
+
+    status = {(t, s): cell_status(runs, t, s) for t in tasks for s in seeds}
+    finished = [k for k, (done, _) in status.items() if done]
+    missing = [k for k, (done, note) in status.items() if not done and note == "missing"]
+    lines = [
+        f"_Generated by `python -m scripts.study --runs={runs} --out={out}` from the run dirs under `{runs}`; "
+        "rerunning it replaces this part and keeps the text outside it._",
+        "",
+        "## Cells",
+        "",
+        f"{len(finished)} of {len(status)} cells (task × seed) finished: every training and evaluation "
+        "`scripts.sweep --preset=study` plans for them is done.",
+        "",
+        "| task | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---" * (len(seeds) + 1) + "|",
+        *[f"| {t} | " + " | ".join(status[(t, s)][1] for s in seeds) + " |" for t in tasks],
+        "",
+        "Missing (nothing run yet): " + (", ".join(f"{t} seed {s}" for t, s in missing) or "none") + ".",
+    ]
+    for metric, (_, scale, label) in METRICS.items():
+        lines += [
+            "",
+            f"## {label[0].upper() + label[1:]} per task and method",
+            "",
+            f"Mean ± standard error over seeds of each seed's {label} on its reported episodes (reset seeds "
+            "1000·seed + e), at the guidance weight of highest mean held-out "
+            f"{metric} (reset seeds 1000·seed + 500 + e; the smaller weight on a tie); methods with one weight use it. "
+            "Beside it the paper's convention, optimistic: per seed the best weight on the reported episodes "
+            "themselves, then the mean over seeds. (none): a method without a guidance-weight sweep; —: no held-out "
+            "evaluation yet.",
+            "",
+            *results_table(cells[metric], with_data, scale, label),
+        ]
+    lines += [
+        "",
+        "## Paired differences: QGF against each method on the same episodes",
+        "",
+        "Every method's reported episodes of a seed start from the same reset seeds (1000·seed + e), so QGF and "
+        "another method are compared episode by episode (episodes.csv). Each difference is the mean over all paired "
+        "episodes of all seeds of QGF's outcome minus the other method's, each method at its weight chosen on "
+        "held-out episodes (for success the held-out success, for return the held-out return). ± is the standard "
+        "error of the per-episode paired differences (episode noise only, seeds pooled); `seeds: ±` is the "
+        "standard error of the per-seed mean differences over seeds, which also counts training-seed variation.",
+        "",
+        *paired_table(evaluations, chosen, with_data),
+        "",
+        "## Success against guidance weight",
+        "",
+        "Reported episodes; mean over seeds with standard-error bars over seeds; methods without a sweep as "
+        "horizontal lines.",
+        "",
+    ]
+    for task in with_data:
+        name = figure_name("success_vs_weight", task)
+        plot_success_vs_weight(os.path.join(figures, name), task, results["success"])
+        lines.append(f"![success against guidance weight, {task}](study/{name})")
+    if with_data:
+        plot_success_vs_flops(os.path.join(figures, "success_vs_flops.png"), cells["success"], with_data)
+    lines += [
+        "",
+        "## Compute: FLOPs per decision",
+        "",
+        "One decision (one action chunk for one environment), XLA's cost analysis of the compiled policy "
+        "(eval.csv's flops_per_decision), mean over seeds.",
+        "",
+        *flops_table(cells["success"], with_data),
+        "",
+        *(["![success against FLOPs per decision](study/success_vs_flops.png)"] if with_data else []),
+    ]
+    curves = critic_curves(runs)
+    lines += [
+        "",
+        "## The critics' validation loss",
+        "",
+        "val/critic/loss from each run's train.csv (every log_every steps, on the validation episodes). "
+        "last / minimum above 1 means the loss rose after its minimum.",
+        "",
+        *critic_table(curves),
+        "",
+    ]
+    for task in dict.fromkeys(t for t, _, _ in curves):
+        name = figure_name("critic_val_loss", task)
+        plot_critic(os.path.join(figures, name), task, curves)
+        lines.append(f"![critic validation loss, {task}](study/{name})")
+    lines += [
+        "",
+        "## Wall times",
+        "",
+        "Per cell, from the run dirs' step_times.csv (scripts.sweep times each step it runs; a step interrupted "
+        "and resumed counts its last attempt only). Training includes loading the data, compiling and the run's own "
+        "final evaluation; evaluations are the `--eval_only` steps (their number in parentheses).",
+        "",
+        *wall_table(runs, tasks, seeds),
+        "",
+        "## Commands",
+        "",
+        "Each cell (the sweep skips what is done, so rerunning one resumes it):",
+        "",
+        *[f"    {sweep_command(t, s, runs)}" for t in tasks for s in seeds],
+        "",
+        "This part and study.csv:",
+        "",
+        f"    python -m scripts.study --runs={runs} --out={out}",
+    ]
+    return "\n".join(lines) + "\n", csv_rows(evaluations, chosen["success"])
+
+
+def write_study(runs: str, out: str, tasks=STUDY_TASKS, seeds=STUDY_SEEDS) -> tuple[str, str]:
+    """Writes `<out>/study.csv`, the generated part of `<out>/study.md` and its figures; returns both paths."""
+    if not os.path.isdir(runs):
+        raise SystemExit(f"error: --runs={runs} is not a directory (the study's run dirs, scripts.sweep's --root)")
+    os.makedirs(out, exist_ok=True)
+    generated, rows = generate(runs, out, list(tasks), list(seeds))
+    csv_path, md_path = os.path.join(out, "study.csv"), os.path.join(out, "study.md")
+    with open(csv_path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(csv_path + ".tmp", csv_path)
+    write_document(md_path, generated)
+    return csv_path, md_path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=sweep.STUDY_ROOT, help="the study's run dirs (scripts.sweep's --root)")
+    parser.add_argument("--out", default="docs", help="where study.md, study.csv and study/ (figures) go")
+    parser.add_argument("--tasks", type=lambda s: s.split(","), default=list(STUDY_TASKS))
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(STUDY_SEEDS))
+    args = parser.parse_args(argv)
+    csv_path, md_path = write_study(args.runs, args.out, args.tasks, args.seeds)
+    print(f"Wrote {md_path} (generated part), {csv_path} and {os.path.join(args.out, 'study')}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -306,7 +306,7 @@ def paired_table(evaluations: dict, chosen: dict, tasks: list) -> list:
                 cells += [
                     difference_text(d, METRICS[metric][1]),
                     f"{weight_text(QGF, w_qgf)}, {weight_text(method, w_other)}",
-                    "—" if d is None else f"{d['pairs']} ({d['seeds']})",
+                    "0" if d is None else f"{d['pairs']} ({d['seeds']})",
                 ]
             if all(c == "—" for c in cells):
                 continue
@@ -556,7 +556,8 @@ def generate(runs: str, out: str, tasks: list, seeds: list) -> tuple[str, list]:
         "episodes of all seeds of QGF's outcome minus the other method's, each method at its weight chosen on "
         "held-out episodes (for success the held-out success, for return the held-out return). ± is the standard "
         "error of the per-episode paired differences (episode noise only, seeds pooled); `seeds: ±` is the "
-        "standard error of the per-seed mean differences over seeds, which also counts training-seed variation.",
+        "standard error of the per-seed mean differences over seeds, which also counts training-seed variation. "
+        "0 pairs: no episodes.csv at those weights (runs before commit 58b68d9) or no reset seed in common.",
         "",
         *paired_table(evaluations, chosen, with_data),
         "",

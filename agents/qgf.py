@@ -24,10 +24,11 @@ from flax.training.train_state import TrainState
 
 from agents.agent import Agent, Batch, flat_chunk
 from agents.flow_sampling import sample_chunks
-from agents.iql import init_critic_states, iql_loss, policy_and_critic_steps
+from agents.iql import critic_networks, init_critic_states, iql_loss, policy_and_critic_steps
 from agents.losses import flow_matching_loss
 from agents.train_states import adam_train_state
 from networks import VelocityField, aggregate
+from networks.conditioning import condition_critic, condition_velocity_field
 from networks.mixed_precision import compute_dtype
 
 
@@ -103,19 +104,24 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
         weight = config.guidance_weight if guidance_weight is None else guidance_weight
         batch_size = observations.shape[0]
         flat_action_dim = horizon * state.action_dim
-        inputs = (observations, goals)
-
-        def velocity_fn(inputs, actions, times):
-            return state.policy.apply_fn(state.policy.params, inputs[0], actions, times, inputs[1])
-
         # The critic that guides and ranks: the official sampler uses the target Q̄ (`guidance_critic="target"`).
         guide = state.target_critic if config.guidance_critic == "target" else state.critic
+        # Both networks' first layers split by input rows: the observations' share is computed here, once, and
+        # each Euler step adds the action's (networks/conditioning.py); the contexts ride along as the sampler's
+        # per-row inputs, so best-of-N repeats them with the rows.
+        velocity_context, velocity = condition_velocity_field(
+            velocity_field(config, flat_action_dim), state.policy.params, observations, goals
+        )
+        critic_context, critic = condition_critic(critic_networks(config)[0], guide.params, observations, goals)
 
-        def critic_fn(inputs, actions):
-            q = guide.apply_fn(guide.params, inputs[0], actions, inputs[1])
-            return aggregate(q, config.critic_aggregation)
+        def velocity_fn(contexts, actions, times):
+            return velocity(contexts[0], actions, times)
 
-        actions = sample_chunks(velocity_fn, critic_fn, inputs, key, flat_action_dim, weight, config, unroll=unroll)
+        def critic_fn(contexts, actions):
+            return aggregate(critic(contexts[1], actions), config.critic_aggregation)
+
+        contexts = (velocity_context, critic_context)
+        actions = sample_chunks(velocity_fn, critic_fn, contexts, key, flat_action_dim, weight, config, unroll=unroll)
         return actions.reshape(batch_size, horizon, state.action_dim)
 
     return Agent(init=init, update=update, act=act, validate=validate)

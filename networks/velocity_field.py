@@ -39,12 +39,7 @@ class VelocityField(nn.Module):
         times: jax.Array,
         goals: jax.Array | None = None,
     ) -> jax.Array:
-        times = jnp.reshape(times, noisy_actions.shape[:-1] + (1,)).astype(noisy_actions.dtype)
-        if self.time_embedding == "sinusoidal":
-            embedded = sinusoidal_embedding(times)  # [N, 16] over the flattened leading axes.
-            times = embedded.reshape(noisy_actions.shape[:-1] + embedded.shape[-1:]).astype(noisy_actions.dtype)
-        elif self.time_embedding != "raw":
-            raise ValueError(f"unknown time_embedding {self.time_embedding!r}; choose one of {TIME_EMBEDDINGS}")
+        times = time_features(times, noisy_actions, self.time_embedding)
         x = concat_inputs(observations, goals, noisy_actions, times)
         mlp = MLP(
             self.hidden_dims,
@@ -56,3 +51,14 @@ class VelocityField(nn.Module):
             output_init=self.output_init,
         )
         return mlp(x)
+
+
+def time_features(times: jax.Array, noisy_actions: jax.Array, embedding: str) -> jax.Array:
+    """The velocity field's time input for `times` [B] or [B, 1]: [B, 1] ("raw") or [B, 16] ("sinusoidal")."""
+    times = jnp.reshape(times, noisy_actions.shape[:-1] + (1,)).astype(noisy_actions.dtype)
+    if embedding == "sinusoidal":
+        embedded = sinusoidal_embedding(times)  # [N, 16] over the flattened leading axes.
+        return embedded.reshape(noisy_actions.shape[:-1] + embedded.shape[-1:]).astype(noisy_actions.dtype)
+    if embedding != "raw":
+        raise ValueError(f"unknown time_embedding {embedding!r}; choose one of {TIME_EMBEDDINGS}")
+    return times

@@ -62,14 +62,26 @@ _STEP_COST = {
 def guided_action_flops(
     config: ml_collections.ConfigDict, obs_dim: int, action_dim: int, goal_dim: int = 0, estimator: str | None = None
 ) -> int:
-    """FLOPs of one guided action chunk: K Euler steps of the sampler (× best-of-N, plus the scoring Q fwd)."""
+    """FLOPs of one guided action chunk: K Euler steps of the sampler (× best-of-N, plus the scoring Q fwd).
+
+    As qgf's `act` computes it (networks/conditioning.py): the observation's (and goal's) rows of each network's
+    first layer once per observation, before the steps; every step's passes, forward and backward, only the
+    action's (and time's) rows.
+    """
     estimator = config.estimator if estimator is None else estimator
     if estimator not in _STEP_COST:
         raise ValueError(f"no FLOP model for estimator {estimator!r}; have {sorted(_STEP_COST)}")
-    f = forward_flops(config, obs_dim, action_dim, goal_dim)
+    per_observation = forward_flops(config, obs_dim, action_dim, goal_dim)
+    per_step_input = forward_flops(config, 0, action_dim)  # The same networks with no observation rows.
     velocity_passes, critic_passes = _STEP_COST[estimator]
-    per_step = velocity_passes * f["velocity"] + critic_passes * f["critic_ensemble"]
+    per_step = velocity_passes * per_step_input["velocity"] + critic_passes * per_step_input["critic_ensemble"]
     per_candidate = config.denoising_steps * per_step
+    uses_critic = critic_passes > 0 or config.best_of_n > 1
+    contexts = sum(
+        per_observation[net] - per_step_input[net]
+        for net in ("velocity", "critic_ensemble")
+        if uses_critic or net == "velocity"
+    )
     if config.best_of_n > 1:
-        return config.best_of_n * (per_candidate + f["critic_ensemble"])
-    return per_candidate
+        return contexts + config.best_of_n * (per_candidate + per_step_input["critic_ensemble"])
+    return contexts + per_candidate

@@ -25,7 +25,7 @@ import agents
 import configs
 from bench.flops import forward_flops, guided_action_flops, update_flops
 from bench.output import write_json
-from runner.flops import xla_flops
+from runner.flops import flops_per_decision, xla_flops
 
 DEFAULT_OUT = os.path.join("bench", "results", "throughput.json")
 QUICK_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -186,7 +186,7 @@ def measure_update(agent, config, state, batch, args, per_step_costing: bool, pe
     )
 
 
-def measure_act(agent, config, state, args, batch_size: int, per_step_costing: bool, peak_gflops: float) -> dict:
+def measure_act(agent, config, state, args, batch_size: int, peak_gflops: float) -> dict:
     """Guided actions/s and latency of one jitted `agent.act` on `batch_size` observations."""
     observations = jnp.asarray(
         np.random.default_rng(args.seed + batch_size).normal(size=(batch_size, args.obs_dim)), jnp.float32
@@ -199,8 +199,10 @@ def measure_act(agent, config, state, args, batch_size: int, per_step_costing: b
     )
     seconds = statistics.median(times)
     analytic = float(guided_action_flops(config, args.obs_dim, args.action_dim))
-    # The Euler scan's body (one step) is counted once: scale by K (the final clip is negligible).
-    xla = xla_flops(compiled) * config.denoising_steps / batch_size if per_step_costing else None
+    # XLA's count of the call unrolled (its rolled Euler scan would count one step; the observations' share of the
+    # first layers, computed before the scan, once), on one observation: compiled once for every batch size.
+    weights = jnp.full((batch_size,), weight)
+    xla = flops_per_decision(agent.act, state, observations, key, weights)
     return _rates(
         {
             "batch_size": batch_size,
@@ -314,7 +316,7 @@ def main(argv=None) -> dict:
         "matmul": matmul,
         "update": measure_update(agent, config, state, batch, args, per_step_costing, peak),
         "act": {
-            str(b): measure_act(agent, config, state, args, b, per_step_costing, peak)
+            str(b): measure_act(agent, config, state, args, b, peak)
             for b in (int(x) for x in args.act_batches.split(","))
         },
     }

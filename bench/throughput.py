@@ -209,6 +209,7 @@ def measure_act(agent, config, state, args, batch_size: int, peak_gflops: float)
             "calls_timed": len(times),
             "latency_ms": 1e3 * seconds,
             "actions_per_s": batch_size / seconds,
+            "matmul_at_batch": measure_shape_ceilings(config, batch_size, args, peak_gflops),
         },
         "action",
         seconds / batch_size,
@@ -216,6 +217,29 @@ def measure_act(agent, config, state, args, batch_size: int, peak_gflops: float)
         xla,
         peak_gflops,
     )
+
+
+def measure_shape_ceilings(config, batch_size: int, args, peak_gflops: float) -> dict:
+    """GFLOP/s of a guided action's hidden-layer matmuls alone at `batch_size` rows: the velocity field's
+    [B, W] × [W, W] and the critic ensemble's batched [E, B, W] × [E, W, W], each a jitted chain of dependent
+    products (bench.variants.dot_call). The 2048³ peak is not what small B allows; these say what it does."""
+    from bench.variants import BATCHED, MATMUL, dot_call  # Here: bench.variants imports this module.
+
+    width, ensemble = config.critic_hidden_dims[0], config.num_critics
+    shapes = {
+        f"[{batch_size},{width}]x[{width},{width}]": ((batch_size, width), (width, width), MATMUL),
+        f"[{ensemble},{batch_size},{width}]x[{ensemble},{width},{width}]": (
+            (ensemble, batch_size, width),
+            (ensemble, width, width),
+            BATCHED,
+        ),
+    }
+    ceilings = {}
+    for name, (lhs, rhs, dimensions) in shapes.items():
+        call, flops = dot_call(lhs, rhs, dimensions)
+        seconds = statistics.median(time_calls(call, args.repeats, args.min_seconds))
+        ceilings[name] = {"gflops": flops / seconds / 1e9, "fraction_of_peak": flops / seconds / 1e9 / peak_gflops}
+    return ceilings
 
 
 def _rates(result: dict, unit: str, seconds_per_item: float, analytic: float, xla: float | None, peak: float) -> dict:
@@ -266,6 +290,18 @@ def format_table(results: dict) -> str:
                 f"{100 * act['fraction_of_peak']:.1f}",
             )
         )
+        for shape, ceiling in act.get("matmul_at_batch", {}).items():
+            rows.append(
+                (
+                    f"  matmul {shape}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    f"{ceiling['gflops']:.1f}",
+                    f"{100 * ceiling['fraction_of_peak']:.1f}",
+                )
+            )
     header = ("figure", "rate", "ms/call", "FLOP/item", "FLOP/item XLA", "GFLOP/s", "% peak")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(
@@ -326,6 +362,8 @@ def main(argv=None) -> dict:
     for figure in [results["update"], *results["act"].values()]:
         rescale = peak / matmul["gflops"]
         figure["fraction_of_peak"] *= rescale
+        for ceiling in figure.get("matmul_at_batch", {}).values():
+            ceiling["fraction_of_peak"] *= rescale
         if figure["fraction_of_peak_xla"] is not None:
             figure["fraction_of_peak_xla"] *= rescale
     write_json(args.out, results)

@@ -22,6 +22,9 @@ def test_quick_run_writes_positive_figures(tmp_path):
     for act in results["act"].values():
         for key in ("actions_per_s", "latency_ms", "flops_per_action_analytic", "gflops_analytic", "fraction_of_peak"):
             assert act[key] > 0, key
+        # What the batch allows: the hidden layers' matmul alone, the velocity field's shape and the critics' batched.
+        assert len(act["matmul_at_batch"]) == 2
+        assert all(ceiling["gflops"] > 0 for ceiling in act["matmul_at_batch"].values())
     # XLA's count is optional per backend; where present it must agree with the Dense-layer count to within 2×.
     for figure, unit in [(update, "update")] + [(a, "action") for a in results["act"].values()]:
         xla = figure[f"flops_per_{unit}_xla"]

@@ -219,26 +219,40 @@ def measure_act(agent, config, state, args, batch_size: int, peak_gflops: float)
     )
 
 
+def _matmul_chain(x: jax.Array, *kernels: jax.Array) -> jax.Array:
+    """x @ k_1 @ k_2 @ ... as straight-line code, each product depending on the last."""
+    for kernel in kernels:
+        x = jnp.matmul(x, kernel)
+    return x
+
+
 def measure_shape_ceilings(config, batch_size: int, args, peak_gflops: float) -> dict:
     """GFLOP/s of a guided action's hidden-layer matmuls alone at `batch_size` rows: the velocity field's
     [B, W] × [W, W] and the critic ensemble's batched [E, B, W] × [E, W, W], each a jitted chain of dependent
-    products (bench.variants.dot_call). The 2048³ peak is not what small B allows; these say what it does."""
-    from bench.variants import BATCHED, MATMUL, dot_call  # Here: bench.variants imports this module.
-
+    products through as many distinct kernels as the two networks' hidden layers hold (so that, as in `act`, the
+    weights stream through the caches rather than sit in them). The 2048³ peak is not what small B allows; these
+    say what it does."""
     width, ensemble = config.critic_hidden_dims[0], config.num_critics
+    # The [W, W] kernels one Euler step multiplies by: the velocity field's and every critic's hidden-to-hidden.
+    kernels = len(config.actor_hidden_dims) - 1 + ensemble * (len(config.critic_hidden_dims) - 1)
     shapes = {
-        f"[{batch_size},{width}]x[{width},{width}]": ((batch_size, width), (width, width), MATMUL),
+        f"[{batch_size},{width}]x[{width},{width}]": ((batch_size, width), (max(kernels, 1), width, width)),
         f"[{ensemble},{batch_size},{width}]x[{ensemble},{width},{width}]": (
             (ensemble, batch_size, width),
-            (ensemble, width, width),
-            BATCHED,
+            (max(kernels // ensemble, 1), ensemble, width, width),
         ),
     }
     ceilings = {}
-    for name, (lhs, rhs, dimensions) in shapes.items():
-        call, flops = dot_call(lhs, rhs, dimensions)
-        seconds = statistics.median(time_calls(call, args.repeats, args.min_seconds))
-        ceilings[name] = {"gflops": flops / seconds / 1e9, "fraction_of_peak": flops / seconds / 1e9 / peak_gflops}
+    for name, (lhs_shape, kernels_shape) in shapes.items():
+        lhs = jax.random.normal(jax.random.key(3), lhs_shape, jnp.float32)
+        stack = jax.random.normal(jax.random.key(4), kernels_shape, jnp.float32) / width**0.5
+        stack = list(stack)  # Separate arguments: a scan's per-step slice of the stack would copy each kernel.
+        compiled = jax.jit(_matmul_chain).lower(lhs, *stack).compile()
+        seconds = statistics.median(
+            time_calls(lambda: compiled(lhs, *stack).block_until_ready(), args.repeats, args.min_seconds)  # noqa: B023
+        )
+        gflops = 2.0 * np.prod(lhs_shape) * width * kernels_shape[0] / seconds / 1e9
+        ceilings[name] = {"kernels": kernels_shape[0], "gflops": gflops, "fraction_of_peak": gflops / peak_gflops}
     return ceilings
 
 

@@ -7,7 +7,9 @@ exists. At test time `act` integrates the flow with `guidance.sample`, adding w 
 estimate to every Euler step; `config.estimator` selects the gradient estimator (`qgf`, `jacobian`, `noisy`,
 `bptt`, `none`) and `config.best_of_n` draws several guided candidates and keeps the highest-Q one. Q is
 `config.guidance_critic`'s ensemble ("target": the Polyak copy Q̄, as the official sampler; "online")
-reduced by `config.critic_aggregation`; it also ranks best-of-N and GradStep's ascent.
+reduced by `config.critic_aggregation`; it also ranks best-of-N and GradStep's ascent. `act` evaluates both
+networks through networks/conditioning.py, which computes the observations' share of their first layers once
+per call rather than at each of the K Euler steps (same parameters, same actions up to float rounding).
 
 Batches carry `observations [B, O]`, `actions [B, H, A]`, `rewards [B, H]` (discounted, cumulative),
 `masks [B, H]`, `valid [B, H]`, `next_observations [B, H, O]` and optionally `goals [B, G]` (every

@@ -80,7 +80,7 @@ def test_normalize_gradient_is_layer_norms():
     np.testing.assert_allclose(got(cotangent)[0], expected(cotangent)[0], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset, best_of_n", [(None, 1), (None, 4), ("paper", 1)])
+@pytest.mark.parametrize("preset, best_of_n", [(None, 1), (None, 4), ("paper", 1), ("goals", 4)])
 def test_act_is_the_unsplit_sampler(preset, best_of_n):
     """agent.act with the split networks gives the actions of the sampler on the modules' `apply`."""
     config = configs.get_config("qgf")
@@ -97,19 +97,24 @@ def test_act_is_the_unsplit_sampler(preset, best_of_n):
         "valid": jnp.ones((B, 2)),
         "next_observations": jnp.zeros((B, 2, OBS)),
     }
+    goals = jnp.asarray(rng.normal(size=(B, GOAL)), jnp.float32) if preset == "goals" else None
+    if goals is not None:  # Goal-conditioned (gcqgf): every network also takes the goal.
+        batch["goals"] = goals
     state = agent.init(jax.random.key(5), batch)
     key, weight = jax.random.key(6), jnp.linspace(0.0, 3.0, B)
-    got = agent.act(state, batch["observations"], key, guidance_weight=weight)
+    got = agent.act(state, batch["observations"], key, guidance_weight=weight, goals=goals)
 
     guide = state.target_critic if config.guidance_critic == "target" else state.critic
 
-    def velocity_fn(observations, actions, times):
-        return state.policy.apply_fn(state.policy.params, observations, actions, times)
+    def velocity_fn(inputs, actions, times):
+        return state.policy.apply_fn(state.policy.params, inputs[0], actions, times, inputs[1])
 
-    def critic_fn(observations, actions):
-        return aggregate(guide.apply_fn(guide.params, observations, actions), config.critic_aggregation)
+    def critic_fn(inputs, actions):
+        q = guide.apply_fn(guide.params, inputs[0], actions, inputs[1])
+        return aggregate(q, config.critic_aggregation)
 
-    expected = sample_chunks(velocity_fn, critic_fn, batch["observations"], key, 6, weight, config).reshape(B, 2, 3)
+    inputs = (batch["observations"], goals)
+    expected = sample_chunks(velocity_fn, critic_fn, inputs, key, 6, weight, config).reshape(B, 2, 3)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    unguided = agent.act(state, batch["observations"], key, guidance_weight=0.0)
+    unguided = agent.act(state, batch["observations"], key, guidance_weight=0.0, goals=goals)
     assert float(jnp.abs(got - unguided)[1:].max()) > 1e-3  # The weights are large enough for guidance to matter.

@@ -188,6 +188,7 @@ def critic_curves(root: str) -> dict:
         curves[key] = {
             "steps": [int(float(r["step"])) for r in rows],
             "loss": [float(r["val/critic/loss"]) for r in rows],
+            "train_loss": [float(r.get("train/critic/loss") or "nan") for r in rows],
             "train_steps": train_steps,
         }
     return curves
@@ -329,19 +330,26 @@ def flops_table(cells: dict, tasks: list) -> list:
     return lines
 
 
+def thirds(values: list) -> list:
+    """Means of the first, middle and last third of `values` (a TD critic's loss on one batch is noisy; a third
+    of a run's logged steps averages it)."""
+    parts = np.array_split(np.asarray(values, float), 3)
+    return [float(np.mean(p)) if len(p) else float("nan") for p in parts]
+
+
 def critic_table(curves: dict) -> list:
     lines = [
-        "| task | agent | seed | first (step) | minimum (step) | last (step) | last / minimum |",
+        "| task | agent | seed | logged steps | val loss by third | train loss by third | val / train by third |",
         "|---|---|---|---|---|---|---|",
     ]
     for (task, agent, seed), c in sorted(curves.items()):
-        low = int(np.argmin(c["loss"]))
         unfinished = c["train_steps"] is not None and c["steps"][-1] < c["train_steps"]
-        last = f"{c['loss'][-1]:.3g} ({c['steps'][-1]}{', running' if unfinished else ''})"
-        ratio = c["loss"][-1] / c["loss"][low] if c["loss"][low] else float("nan")
+        val, train = thirds(c["loss"]), thirds(c["train_loss"])
+        ratio = [v / t if t else float("nan") for v, t in zip(val, train, strict=True)]
+        steps = f"{c['steps'][0]}–{c['steps'][-1]}{' (running)' if unfinished else ''}"
+        row = lambda xs, spec: ", ".join(format(x, spec) for x in xs)  # noqa: E731
         lines.append(
-            f"| {task} | {agent} | {seed} | {c['loss'][0]:.3g} ({c['steps'][0]}) | {c['loss'][low]:.3g} "
-            f"({c['steps'][low]}) | {last} | {ratio:.2f} |"
+            f"| {task} | {agent} | {seed} | {steps} | {row(val, '.3g')} | {row(train, '.3g')} | {row(ratio, '.2f')} |"
         )
     return lines if curves else ["No run has logged a validation loss yet."]
 
@@ -462,10 +470,13 @@ def plot_critic(path: str, task: str, curves: dict) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for (t, agent, seed), c in sorted(curves.items()):
         if t == task:
-            ax.plot(c["steps"], c["loss"], marker=".", label=f"{agent} seed {seed}")
+            line = ax.plot(c["steps"], c["loss"], marker=".", label=f"{agent} seed {seed} (validation)")[0]
+            ax.plot(
+                c["steps"], c["train_loss"], ls="--", color=line.get_color(), label=f"{agent} seed {seed} (training)"
+            )
     ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("val/critic/loss")
+    ax.set_ylabel("critic loss")
     ax.set_title(task, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -589,8 +600,10 @@ def generate(runs: str, out: str, tasks: list, seeds: list) -> tuple[str, list]:
         "",
         "## The critics' validation loss",
         "",
-        "val/critic/loss from each run's train.csv (every log_every steps, on the validation episodes). "
-        "last / minimum above 1 means the loss rose after its minimum.",
+        "val/critic/loss and train/critic/loss from each run's train.csv (every log_every steps; validation on one "
+        "batch of the validation episodes, training as the mean over the chunk's updates), each averaged over the "
+        "first, middle and last third of the logged steps. A TD critic's loss grows while Q's magnitude grows, on "
+        "training and validation data alike, so the sign of overfitting is the ratio val / train growing.",
         "",
         *critic_table(curves),
         "",

@@ -248,9 +248,9 @@ def test_study_md_lists_finished_and_missing_cells_critic_losses_and_wall_times(
     assert f"| {TASK} | done | done | 0 of 10 steps done; qgf trained to step 1000 |" in markdown
     assert f"| {OTHER_TASK} | missing | missing | missing |" in markdown
     assert f"Missing (nothing run yet): {OTHER_TASK} seed 0, {OTHER_TASK} seed 1, {OTHER_TASK} seed 2." in markdown
-    # The critic's validation loss: first, minimum and last with their steps, and whether it rose after its minimum.
-    assert f"| {TASK} | qgf | 0 | 3 (1000) | 1 (2000) | 2 (3000) | 2.00 |" in markdown
-    assert f"| {TASK} | qgf | 2 | 4 (1000) | 4 (1000) | 4 (1000, running) | 1.00 |" in markdown
+    # The critics' losses by third of the logged steps (one step each here), and validation over training (0.1).
+    assert f"| {TASK} | qgf | 0 | 1000–3000 | 3, 1, 2 | 0.1, 0.1, 0.1 | 30.00, 10.00, 20.00 |" in markdown
+    assert f"| {TASK} | qgf | 2 | 1000–1000 (running) | 4, nan, nan | 0.1, nan, nan | 40.00, nan, nan |" in markdown
     # Wall time per cell: fql trains 5 min, qgf 10 min, 8 evaluations of 30 s, 19 min in all; both cells 38.
     assert f"| {TASK} | 0 | 5.0 | 10.0 | 4.0 (8) | 19.0 |" in markdown
     assert "| **all** | | **10.0** | **20.0** | **8.0 (16)** | **38.0** |" in markdown

@@ -317,6 +317,40 @@ def paired_table(evaluations: dict, chosen: dict, tasks: list) -> list:
     return lines if len(lines) > 2 else [NOTHING_YET]
 
 
+def one_weight_table(success: dict, tasks: list, method: str = QGF) -> list:
+    """`method`'s success (%) per weight and task, mean over seeds of the reported episodes with the held-out mean
+    in parentheses, and the weight of highest held-out success averaged over tasks: does one weight serve all?"""
+    per_task = {t: success[(t, method)] for t in tasks if (t, method) in success}
+    if not per_task:
+        return [f"No {table.method_label(method)} evaluation yet."]
+
+    def mean_over_seeds(task: str, role: str, weight: float) -> float:
+        values = [s[role][weight] for s in per_task[task].values() if weight in s.get(role, {})]
+        return 100 * float(np.mean(values)) if values else float("nan")
+
+    weights = sorted(set().union(*(s.get("reported", {}) for seeds in per_task.values() for s in seeds.values())))
+    heldout_mean = {w: float(np.nanmean([mean_over_seeds(t, "heldout", w) for t in per_task])) for w in weights}
+    shared = max(weights, key=lambda w: (np.nan_to_num(heldout_mean[w], nan=-1.0), -w))
+    lines = [
+        "| weight | " + " | ".join(per_task) + " | mean over tasks |",
+        "|---" * (len(per_task) + 2) + "|",
+    ]
+    for w in weights:
+        cells = " | ".join(
+            f"{mean_over_seeds(t, 'reported', w):.1f} ({mean_over_seeds(t, 'heldout', w):.1f})" for t in per_task
+        )
+        reported_mean = float(np.nanmean([mean_over_seeds(t, "reported", w) for t in per_task]))
+        mark = " ◀ shared choice" if w == shared else ""
+        lines.append(f"| {w:g}{mark} | {cells} | {reported_mean:.1f} ({heldout_mean[w]:.1f}) |")
+    own = {t: table.choose_weight(method, per_task[t]) for t in per_task}
+    lines += [
+        "",
+        f"The one weight of highest held-out success averaged over these {len(per_task)} task(s): w = {shared:g}. "
+        "Each task's own held-out choice: " + ", ".join(f"{t}: {weight_text(method, w)}" for t, w in own.items()) + ".",
+    ]
+    return lines
+
+
 def flops_table(cells: dict, tasks: list) -> list:
     if not tasks:
         return [NOTHING_YET]
@@ -585,6 +619,14 @@ def generate(runs: str, out: str, tasks: list, seeds: list) -> tuple[str, list]:
     if with_data:
         plot_success_vs_flops(os.path.join(figures, "success_vs_flops.png"), cells["success"], with_data)
     lines += [
+        "",
+        "## One guidance weight across tasks",
+        "",
+        "QGF's success (%) at every weight of the grid: reported episodes, mean over seeds, with the held-out "
+        "episodes' mean in parentheses. The shared choice is the weight of highest held-out success averaged over "
+        "tasks; compare its reported success with each task's own choice above.",
+        "",
+        *one_weight_table(results["success"], with_data),
         "",
         "## Compute: FLOPs per decision",
         "",

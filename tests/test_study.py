@@ -278,3 +278,18 @@ def test_a_rerun_replaces_only_the_generated_part(study, tmp_path):
     with pytest.raises(SystemExit, match="study:generated:begin"):
         study_module.write_study(str(runs), str(tmp_path), tasks=(TASK,), seeds=(0,))
     assert path.read_bytes() == b"# Only prose\n"
+
+
+def test_one_weight_table_picks_the_weight_best_on_heldout_episodes_over_tasks():
+    from scripts import study
+
+    # Task a prefers w = 0.1 (held-out 100 %), task b w = 0.2; averaged over tasks, 0.1 (75 %) beats 0.2 (62.5 %).
+    success = {
+        ("a", "qgf"): {0: {"reported": {0.0: 0.0, 0.1: 1.0, 0.2: 0.5}, "heldout": {0.0: 0.0, 0.1: 1.0, 0.2: 0.5}}},
+        ("b", "qgf"): {0: {"reported": {0.0: 0.0, 0.1: 0.5, 0.2: 0.75}, "heldout": {0.0: 0.25, 0.1: 0.5, 0.2: 0.75}}},
+    }
+    lines = study.one_weight_table(success, ["a", "b"])
+    assert "| 0.1 ◀ shared choice | 100.0 (100.0) | 50.0 (50.0) | 75.0 (75.0) |" in lines
+    assert "| 0.2 | 50.0 (50.0) | 75.0 (75.0) | 62.5 (62.5) |" in lines
+    assert lines[-1].endswith("a: 0.1, b: 0.2.")
+    assert study.one_weight_table({}, ["a"]) == ["No QGF evaluation yet."]

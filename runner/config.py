@@ -211,13 +211,23 @@ def resolve(options: Options) -> RunPlan:
             + ", ".join(f"{name} ({what})" for name, what in DATA_SOURCES.items())
         )
     preset = saved["preset"] if saved else options.preset or ("demo" if options.env is None else "paper")
-    config = configs.get_config(options.agent, preset)
+    # A saved run's settings are its config.json over the agent's defaults, not over its preset's values now: a
+    # field the file lacks was added after the run was written, and its default is what the code did then (new
+    # fields default to the earlier behaviour; presets opt in), which a preset may since have changed.
+    config = configs.get_config(options.agent, "default" if saved else preset)
+    run = configs.get_run_config("default" if saved else preset, options.agent)
     if saved:
+        added = sorted(set(config) - set(saved["agent_config"])) + sorted(set(run) - set(saved["run"]))
+        if added:
+            print(
+                f"note: {options.restore}'s config.json predates the settings {', '.join(added)}; "
+                "they take their defaults, the behaviour of the code that wrote the run",
+                flush=True,
+            )
         config.update(saved["agent_config"])
+        run.update(saved["run"])
     for field, value in options.agent_overrides.items():
         config[field] = value
-    run = configs.get_run_config(preset, options.agent)
-    run.update(saved["run"] if saved else {})
     for name in RUN_OVERRIDES:
         if getattr(options, name) is not None:
             run[name] = getattr(options, name)

@@ -176,3 +176,24 @@ def test_main_reports_the_step_checks_unknown_agent_fields_and_unwritable_dirs(t
     unwritable.mkdir(mode=0o555)
     run_dir = "/sys/qgf-run" if os.geteuid() == 0 else str(unwritable / "run")
     assert_user_error(run_main(f"--run_dir={run_dir}", check=False), "cannot write", "choose a writable directory")
+
+
+def test_a_run_saved_before_a_setting_existed_is_evaluated_with_its_default_not_the_presets(tmp_path, capsys):
+    """The paper preset now sets `time_embedding=sinusoidal`; a paper run written before the field existed trained
+    with the raw time input (the default), so evaluating it must restore that, and say so."""
+    import json
+
+    from runner.config import Options, resolve
+
+    training = resolve(Options(agent="qgf", env=TINY_TASK, preset="paper", run_dir=str(tmp_path / "new")))
+    assert training.config.time_embedding == "sinusoidal"
+    saved = json.loads(json.dumps(training.seed_configs[0]))
+    del saved["agent_config"]["time_embedding"], saved["run"]["slice_every"]
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    plan = resolve(Options(agent="qgf", eval_only=True, restore=str(run_dir)))
+    assert plan.config.time_embedding == configs.get_config("qgf").time_embedding == "raw"
+    assert plan.config.actor_output_init == "lecun_normal"  # Saved settings are kept as they were.
+    assert plan.preset == "paper" and plan.run.slice_every == configs.run_config().slice_every
+    assert "predates the settings time_embedding, slice_every" in capsys.readouterr().out

@@ -25,6 +25,7 @@ import re
 
 import numpy as np
 
+import configs
 from runner.report import weight_label
 from scripts import sweep, table
 
@@ -317,6 +318,42 @@ def paired_table(evaluations: dict, chosen: dict, tasks: list) -> list:
     return lines if len(lines) > 2 else [NOTHING_YET]
 
 
+def goal_coverage(rewards: np.ndarray, terminals: np.ndarray) -> dict:
+    """How often a single-task dataset is at its task's goal (reward 0, the task reward's maximum: no subtask left):
+    episodes (ending at each terminal) that reach it, and the share of transitions there."""
+    at_goal = np.asarray(rewards) == 0
+    ends = np.flatnonzero(terminals)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    reaching = sum(bool(at_goal[a : b + 1].any()) for a, b in zip(starts, ends, strict=True))
+    return {"episodes": len(ends), "reaching": int(reaching), "share": float(np.mean(at_goal))}
+
+
+def dataset_coverage(tasks: list, dataset_dir: str) -> dict:
+    """{task: goal_coverage} of each task whose dataset files are under `dataset_dir`."""
+    import envs
+    from envs.datasets import dataset_paths
+
+    coverage = {}
+    for task in tasks:
+        if all(os.path.exists(p) for p in dataset_paths(task, dataset_dir)):
+            env, train, _ = envs.make_env_and_datasets(task, dataset_dir=dataset_dir)
+            env.close()
+            coverage[task] = goal_coverage(train["rewards"], train["terminals"])
+    return coverage
+
+
+def coverage_table(coverage: dict) -> list:
+    if not coverage:
+        return ["No dataset found."]
+    lines = [
+        "| task | training episodes | episodes reaching the goal | transitions at the goal (%) |",
+        "|---|---|---|---|",
+    ]
+    for task, c in coverage.items():
+        lines.append(f"| {task} | {c['episodes']} | {c['reaching']} | {100 * c['share']:.3f} |")
+    return lines
+
+
 def one_weight_table(success: dict, tasks: list, method: str = QGF) -> list:
     """`method`'s success (%) per weight and task, mean over seeds of the reported episodes with the held-out mean
     in parentheses, and the weight of highest held-out success averaged over tasks: does one weight serve all?"""
@@ -549,8 +586,9 @@ def figure_name(kind: str, task: str) -> str:
     return f"{kind}_{task}.png"
 
 
-def generate(runs: str, out: str, tasks: list, seeds: list) -> tuple[str, list]:
-    """The generated markdown and study.csv's rows; writes the figures under `<out>/study/`."""
+def generate(runs: str, out: str, tasks: list, seeds: list, dataset_dir: str | None = None) -> tuple[str, list]:
+    """The generated markdown and study.csv's rows; writes the figures under `<out>/study/`. With `dataset_dir`,
+    also how often each task's dataset reaches its goal."""
     evaluations = latest_evaluations(runs)
     results = {metric: table.collect(runs, column) for metric, (column, _, _) in METRICS.items()}
     cells = {metric: table.summarize(results[metric], METRICS[metric][1]) for metric in METRICS}
@@ -578,6 +616,16 @@ def generate(runs: str, out: str, tasks: list, seeds: list) -> tuple[str, list]:
         "",
         "Missing (nothing run yet): " + (", ".join(f"{t} seed {s}" for t, s in missing) or "none") + ".",
     ]
+    if dataset_dir:
+        lines += [
+            "",
+            "## Dataset coverage",
+            "",
+            f"How often each task's training dataset (`{dataset_dir}`) is at the task's goal (reward 0: no subtask "
+            "left): what behaviour cloning can imitate and the critic can learn a value of.",
+            "",
+            *coverage_table(dataset_coverage(tasks, os.path.expanduser(dataset_dir))),
+        ]
     for metric, (_, scale, label) in METRICS.items():
         lines += [
             "",
@@ -677,12 +725,12 @@ def generate(runs: str, out: str, tasks: list, seeds: list) -> tuple[str, list]:
     return "\n".join(lines) + "\n", csv_rows(evaluations, chosen["success"])
 
 
-def write_study(runs: str, out: str, tasks=STUDY_TASKS, seeds=STUDY_SEEDS) -> tuple[str, str]:
+def write_study(runs: str, out: str, tasks=STUDY_TASKS, seeds=STUDY_SEEDS, dataset_dir=None) -> tuple[str, str]:
     """Writes `<out>/study.csv`, the generated part of `<out>/study.md` and its figures; returns both paths."""
     if not os.path.isdir(runs):
         raise SystemExit(f"error: --runs={runs} is not a directory (the study's run dirs, scripts.sweep's --root)")
     os.makedirs(out, exist_ok=True)
-    generated, rows = generate(runs, out, list(tasks), list(seeds))
+    generated, rows = generate(runs, out, list(tasks), list(seeds), dataset_dir)
     csv_path, md_path = os.path.join(out, "study.csv"), os.path.join(out, "study.md")
     with open(csv_path + ".tmp", "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS)
@@ -699,8 +747,13 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="docs", help="where study.md, study.csv and study/ (figures) go")
     parser.add_argument("--tasks", type=lambda s: s.split(","), default=list(STUDY_TASKS))
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(STUDY_SEEDS))
+    parser.add_argument(
+        "--dataset_dir",
+        default=configs.get_run_config("study").dataset_dir,
+        help="the study's datasets, for the coverage table ('' to leave it out)",
+    )
     args = parser.parse_args(argv)
-    csv_path, md_path = write_study(args.runs, args.out, args.tasks, args.seeds)
+    csv_path, md_path = write_study(args.runs, args.out, args.tasks, args.seeds, args.dataset_dir)
     print(f"Wrote {md_path} (generated part), {csv_path} and {os.path.join(args.out, 'study')}/")
 
 

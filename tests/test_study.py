@@ -293,3 +293,13 @@ def test_one_weight_table_picks_the_weight_best_on_heldout_episodes_over_tasks()
     assert "| 0.2 | 50.0 (50.0) | 75.0 (75.0) | 62.5 (62.5) |" in lines
     assert lines[-1].endswith("a: 0.1, b: 0.2.")
     assert study.one_weight_table({}, ["a"]) == ["No QGF evaluation yet."]
+
+
+def test_goal_coverage_counts_episodes_reaching_the_goal_and_transitions_there():
+    from scripts import study
+
+    # Three episodes (terminals at 2, 5, 8): the first reaches the goal twice, the third once, the second never.
+    rewards = np.array([-1, 0, 0, -2, -1, -1, -1, -1, 0])
+    terminals = np.array([0, 0, 1, 0, 0, 1, 0, 0, 1])
+    assert study.goal_coverage(rewards, terminals) == {"episodes": 3, "reaching": 2, "share": 3 / 9}
+    assert study.coverage_table({}) == ["No dataset found."]

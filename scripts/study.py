@@ -525,6 +525,7 @@ def plot_success_vs_flops(path: str, cells: dict, tasks: list) -> None:
             ax.errorbar(cell["flops"], cell["mean"], yerr=cell["stderr"], capsize=3, linestyle="none", label=label,
                         **method_style(method))  # fmt: skip
         ax.set_xscale("log")
+        ax.set_xlim(1e5, 1e8)  # Every method's cost here; one range, so panels compare and only decades are labelled.
         ax.set_xlabel("FLOPs per decision")
         ax.set_ylim(-2, 102)
         ax.set_title(task, fontsize=8)

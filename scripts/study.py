@@ -361,6 +361,9 @@ def one_weight_table(success: dict, tasks: list, method: str = QGF) -> list:
     if not per_task:
         return [f"No {table.method_label(method)} evaluation yet."]
 
+    def percent(value: float) -> str:
+        return "—" if math.isnan(value) else f"{value:.1f}"
+
     def mean_over_seeds(task: str, role: str, weight: float) -> float:
         values = [s[role][weight] for s in per_task[task].values() if weight in s.get(role, {})]
         return 100 * float(np.mean(values)) if values else float("nan")
@@ -373,12 +376,12 @@ def one_weight_table(success: dict, tasks: list, method: str = QGF) -> list:
         "|---" * (len(per_task) + 2) + "|",
     ]
     for w in weights:
-        cells = " | ".join(
-            f"{mean_over_seeds(t, 'reported', w):.1f} ({mean_over_seeds(t, 'heldout', w):.1f})" for t in per_task
-        )
+        reported = [percent(mean_over_seeds(t, "reported", w)) for t in per_task]
+        heldout = [percent(mean_over_seeds(t, "heldout", w)) for t in per_task]
+        cells = " | ".join(f"{r} ({h})" for r, h in zip(reported, heldout, strict=True))
         reported_mean = float(np.nanmean([mean_over_seeds(t, "reported", w) for t in per_task]))
         mark = " ◀ shared choice" if w == shared else ""
-        lines.append(f"| {w:g}{mark} | {cells} | {reported_mean:.1f} ({heldout_mean[w]:.1f}) |")
+        lines.append(f"| {w:g}{mark} | {cells} | {percent(reported_mean)} ({percent(heldout_mean[w])}) |")
     own = {t: table.choose_weight(method, per_task[t]) for t in per_task}
     lines += [
         "",

@@ -38,7 +38,7 @@ STUDY_TASKS = (
 )
 STUDY_SEEDS = (0, 1, 2)
 QGF = "qgf"
-COMPARED = ("bc", "bfn4", "bfn16", "qfql", "jacobian", "fql")  # Each paired against QGF: QGF − method.
+COMPARED = tuple(m for m in sweep.STUDY_METHODS if m != QGF)  # Each paired against QGF: QGF − method.
 BEGIN, END = "<!-- study:generated:begin -->", "<!-- study:generated:end -->"
 CSV_FIELDS = (
     "task",

@@ -74,6 +74,9 @@ def qgf_config() -> ml_collections.ConfigDict:
     # Bootstrap masks: "success" (OGBench's: 0 on solved states) or "trajectory_end" (1 - terminals, the official
     # 100M loader's: bootstrapping goes on through success and stops at each recorded trajectory's end).
     c.mask_convention = "success"
+    # Dataset actions clipped into [−1 + 1e-5, 1 − 1e-5] at load, as the official loaders do for every agent but FQL
+    # and CFGRL (OGBench's actions lie in [−1, 1]: this moves only those on a bound, by 1e-5).
+    c.clip_dataset_actions = True
     # GradStep: L steps a ← clip(a + α ∇Q(s, a), −1, 1) after the flow sample (before best-of-N ranks them).
     c.grad_steps = 0  # L; 0 is off (FAMILY_SETTINGS holds the paper's L per family).
     c.grad_step_size = 0.01  # α, the paper's value for every family.
@@ -107,6 +110,7 @@ def fql_config() -> ml_collections.ConfigDict:
     # Critic: "td" (FQL's own: Q toward R + γ^H m agg Q̄(s', clip(μ(s', z'))), no value network) or "iql" (the shared
     # IQL critic of agents/iql.py, which the paper ran; `expectile` is its value's τ).
     c.critic_loss = "td"
+    c.clip_dataset_actions = False  # The official FQL loads its actions unclipped.
     # The actor's Q term divided by stop_grad(mean |Q|) (True), or raw (False, the paper's: its α assume raw Q).
     c.normalize_q_loss = True
     c.flow_times = "uniform"  # Times of the flow-matching loss: "uniform" (t ~ U(0, 1), FQL's) or "grid" (qgf's).
@@ -142,6 +146,7 @@ def cfgrl_config() -> ml_collections.ConfigDict:
     c = qgf_config()
     c.agent_name = "cfgrl"
     del c.time_embedding  # Its velocity field always takes the 16-d sinusoidal embedding of t (and of its label).
+    c.clip_dataset_actions = False  # The official CFGRL loads its actions unclipped.
     c.unconditional_weight = 0.1  # Weight of the label-0 (all samples) flow loss; label 1 fits adv > 0 only.
     c.advantage_threshold = 0.0  # Label 1 marks chunks with Q̄(s, A) − V(s) above this.
     c.estimator = "none"  # CFGRL guides by its labels' velocity contrast; must stay "none".

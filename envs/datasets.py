@@ -268,6 +268,19 @@ def with_mask_convention(dataset: dict, convention: str) -> dict:
     return {**dataset, "masks": 1.0 - np.asarray(dataset["terminals"], np.float32)}
 
 
+# The official loaders clip every dataset action into [-1 + ε, 1 - ε] (for every agent but FQL and CFGRL).
+DATASET_ACTION_CLIP_EPS = 1e-5
+
+
+def with_clipped_actions(dataset: dict, eps: float = DATASET_ACTION_CLIP_EPS) -> dict:
+    """`dataset` with its actions clipped into [-1 + eps, 1 - eps] (a new dict; the other arrays are shared).
+
+    OGBench's actions already lie in [-1, 1]; the official loaders keep them strictly inside it, so this moves an
+    action by at most `eps`, and only where it sits on a bound.
+    """
+    return {**dataset, "actions": np.clip(dataset["actions"], -1.0 + eps, 1.0 - eps)}
+
+
 def make_env_and_datasets(
     env_name: str, dataset_dir: str | None = None, dataset_path: str | None = None, env_kwargs: dict | None = None
 ) -> tuple:

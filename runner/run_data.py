@@ -108,7 +108,10 @@ def slice_directory(run) -> str | None:
 
 def device_dataset(dataset: dict, config, where) -> dict:
     """A numpy dataset on the run's devices (`where`, a runner.devices.Placement) with the agent's bootstrap
-    masks (`config.mask_convention`; gcqgf has none: its masks come from relabelled goals)."""
+    masks (`config.mask_convention`; gcqgf has none: its masks come from relabelled goals) and, where
+    `config.clip_dataset_actions`, its actions clipped as the official loaders clip them."""
+    if config.get("clip_dataset_actions", False):
+        dataset = envs.with_clipped_actions(dataset)
     if "mask_convention" in config:
         dataset = envs.with_mask_convention(dataset, config.mask_convention)
     return where.put_replicated(envs.to_device_dataset(dataset))

@@ -1,5 +1,5 @@
 """agent.mask_convention: OGBench's success masks or the official 100M loader's 1 - terminals, in the data, the
-presets, the config checks and the report."""
+presets, the config checks and the report; and the official loaders' clip of dataset actions."""
 
 import jax
 import numpy as np
@@ -88,3 +88,19 @@ def test_the_report_states_the_masks(tmp_path):
     assert (
         "Bootstrap masks of the training data: `trajectory_end` (1 − terminals" in (tmp_path / "report.md").read_text()
     )
+
+
+def test_dataset_actions_are_clipped_as_the_official_loaders_clip_them():
+    dataset = {**one_episode(), "actions": np.array([[-1.0], [1.0], [0.5], [-0.999]], np.float32)}
+    eps = envs.DATASET_ACTION_CLIP_EPS
+    clipped = np.asarray(envs.with_clipped_actions(dataset)["actions"])[:, 0]
+    np.testing.assert_allclose(clipped, [-1 + eps, 1 - eps, 0.5, -0.999], rtol=0, atol=1e-7)
+    assert clipped[0] > -1.0 and clipped[1] < 1.0 and clipped[2] == 0.5
+    # The input is left as it was.
+    np.testing.assert_array_equal(dataset["actions"][:, 0], np.float32([-1.0, 1.0, 0.5, -0.999]))
+    for agent, clips in (("qgf", True), ("edp", True), ("qam", True), ("dac", True), ("gcqgf", True), ("fql", False)):
+        config = configs.get_config(agent, "paper")
+        assert config.clip_dataset_actions is clips, agent
+        on_device = np.asarray(device_dataset(dataset, config, placement(1, 8))["actions"])[:, 0]
+        assert bool(on_device[1] < 1.0) is clips, agent
+    assert configs.get_config("cfgrl").clip_dataset_actions is False

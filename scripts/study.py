@@ -321,11 +321,12 @@ def paired_table(evaluations: dict, chosen: dict, tasks: list) -> list:
 def goal_coverage(rewards: np.ndarray, terminals: np.ndarray) -> dict:
     """How often a single-task dataset is at its task's goal (reward 0, the task reward's maximum: no subtask left):
     episodes (ending at each terminal) that reach it, and the share of transitions there."""
+    from envs.chunks import episode_index_arrays
+
     at_goal = np.asarray(rewards) == 0
-    ends = np.flatnonzero(terminals)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    reaching = sum(bool(at_goal[a : b + 1].any()) for a, b in zip(starts, ends, strict=True))
-    return {"episodes": len(ends), "reaching": int(reaching), "share": float(np.mean(at_goal))}
+    _, episode_ids = episode_index_arrays(terminals)
+    reaching = len(np.unique(episode_ids[at_goal]))
+    return {"episodes": int(episode_ids[-1]) + 1, "reaching": reaching, "share": float(np.mean(at_goal))}
 
 
 def dataset_coverage(tasks: list, dataset_dir: str) -> dict:

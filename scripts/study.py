@@ -696,9 +696,11 @@ def generate(runs: str, out: str, tasks: list, seeds: list, dataset_dir: str | N
         "## The critics' validation loss",
         "",
         "val/critic/loss and train/critic/loss from each run's train.csv (every log_every steps; validation on one "
-        "batch of the validation episodes, training as the mean over the chunk's updates), each averaged over the "
-        "first, middle and last third of the logged steps. A TD critic's loss grows while Q's magnitude grows, on "
-        "training and validation data alike, so the sign of overfitting is the ratio val / train growing.",
+        "batch of the validation episodes in these runs, at commit 3bdda7c, and on the mean of "
+        "runner.train_loop.VALIDATION_BATCHES batches in runs since; training as the mean over the chunk's "
+        "updates), each averaged over the first, middle and last third of the logged steps. "
+        "A TD critic's loss grows while Q's magnitude grows, on training and validation data alike, so the sign "
+        "of overfitting is the ratio val / train growing.",
         "",
         *critic_table(curves),
         "",

@@ -132,3 +132,26 @@ def test_seeds_that_do_not_split_over_the_devices_are_refused(tiny_dataset_dir, 
     assert process.returncode != 0
     assert process.stderr.strip().splitlines()[-1].startswith("error: --num_seeds=3 does not split over 2 devices")
     assert "Traceback" not in process.stderr
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_validation_rows_average_batches_drawn_one_after_another_per_seed(batching):
+    from runner.train_loop import make_validate
+
+    data = {"x": jax.numpy.arange(1000.0)}
+
+    def sample(dataset, key):
+        return {"x": dataset["x"][jax.random.randint(key, (16,), 0, 1000)]}
+
+    class MeanAgent:  # A state-scaled batch mean: each seed's row must use its own state and key.
+        @staticmethod
+        def validate(state, batch):
+            return {"mean": state * batch["x"].mean()}
+
+    states, keys = jax.numpy.array([1.0, 2.0]), jax.random.split(jax.random.key(0), 2)
+    rows = make_validate(MeanAgent, sample, batching, num_batches=5)(states, data, keys)
+    for seed in range(2):
+        draws = [sample(data, k)["x"].mean() for k in jax.random.split(keys[seed], 5)]
+        np.testing.assert_allclose(rows["mean"][seed], states[seed] * np.mean(draws), rtol=1e-6)
+    single = make_validate(MeanAgent, sample, batching, num_batches=1)(states, data, keys)
+    assert not np.allclose(single["mean"], rows["mean"])  # more than one batch went into the mean

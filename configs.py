@@ -423,8 +423,9 @@ STUDY_DATASET_EPISODES = 200  # 200 + 20 (val) episodes of 1001 steps per family
 STUDY_DISCOUNT = 0.99  # γ: Q's horizon 100 steps, which STUDY_TRAIN_STEPS updates propagate (docs/study.md).
 # On cube-single task 2 with 200 episodes, a 50k-step qgf run's critic validation/training loss ratio (means of 10
 # logged steps) was 1.36, 1.42 over 11-20k and 21-30k, then rose to 1.73 and 2.55 over 31-40k and 41-50k: the
-# critic overfits after ~30k updates, so the study stops there (docs/study.md, "The preset"). That held for this
-# seed only: on seed 1 the ratio rose within the 30k updates on every task (docs/study.md, "What this does not show").
+# critic overfits after ~30k updates, so the study stops there (docs/study.md, "The preset"). That did not hold on
+# every seed: on seed 1 the ratio rose within the 30k updates on every task, on seed 2 it stayed flat on cube-single
+# and scene and rose on cube-double and puzzle (docs/study.md, "What this does not show").
 STUDY_TRAIN_STEPS = 30_000
 # The paper's grid × 10: Q's scale 1/(1 − γ) is 100 at γ = 0.99 against the paper's 1000 at γ = 0.999, so the
 # same w moves actions 10× less; scaling the grid keeps w ∇Q's size (the grid is fixed before any study run).

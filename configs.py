@@ -27,9 +27,12 @@ def closest(name: str, choices) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-# The paper's grid of guidance weights for single-task OGBench (w = 0 is plain BC).
-PAPER_GUIDANCE_WEIGHTS = (0.0, 0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)
-DEMO_GUIDANCE_WEIGHTS = (0.0, 0.03, 0.1, 0.3)  # The demo preset's shorter grid for qgf's guidance.
+# The paper's grid of guidance weights for single-task OGBench: the official scripts' nine positive weights. BC
+# (w = 0) is not one of them: it is its own method (estimator `none`), and a weight is only ever chosen among
+# positive ones, so a guided method's row never reports BC's result.
+PAPER_GUIDANCE_WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)
+# The demo preset's shorter grid, with BC's row (w = 0) in front: the demo shows what guidance adds in one table.
+DEMO_GUIDANCE_WEIGHTS = (0.0, 0.03, 0.1, 0.3)
 
 
 def qgf_config() -> ml_collections.ConfigDict:
@@ -99,6 +102,10 @@ def run_config() -> ml_collections.ConfigDict:
     c.dataset_episodes = 0  # Episodes to generate when the dataset is missing (0: OGBench's count).
     c.dataset_episode_steps = 1001  # Steps per generated episode (OGBench's recipe: 1001).
     c.slice_every = 1000  # With a directory of slices: update steps per slice before the next (official: 1000).
+    # Which of OGBench's files a run trains on when no dataset_path is given: "standard" (`<dataset>.npz`, 1M-5M
+    # transitions) or "100m" (the `<dataset-stem>-100m-v0/` directory of 100 slices of 1M transitions, which every
+    # run of the paper trained on; the family presets set it where OGBench publishes one, FAMILIES_WITH_100M).
+    c.dataset_size = "standard"
     return c
 
 
@@ -327,6 +334,7 @@ def demo_run(r: ml_collections.ConfigDict) -> None:
     r.dataset_episodes = 50
     r.dataset_dir = f"~/.ogbench/data/qgf-demo-{r.dataset_episodes}ep"
     r.dataset_episode_steps = 1001
+    r.dataset_size = "standard"
 
 
 class FamilyCoefficients(NamedTuple):
@@ -388,8 +396,19 @@ def family_preset(family: str):
 
     def run_preset(r: ml_collections.ConfigDict) -> None:
         r.env_name = f"{family}-play-singletask-task1-v0"
+        r.dataset_size = "100m" if family in FAMILIES_WITH_100M else "standard"
 
     return agent_preset, run_preset
+
+
+# Families whose play (and noisy) datasets OGBench also publishes as a 100M-transition directory of 100 slices
+# (`<family>-play-100m-v0/`): the paper's four (cube-triple, cube-quadruple, puzzle-4x4, scene, whose runs all
+# trained on them), cube-double, and puzzle-4x5 / 4x6 (the horizon-reduction work's). cube-single and puzzle-3x3
+# have none: their family presets train on the standard file.
+FAMILIES_WITH_100M = ("cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-4x4", "puzzle-4x5", "puzzle-4x6")
+DATASET_SIZES = ("standard", "100m")
+# Presets that only change a size or a protocol and compose with the task's family preset: with `--env`, a preset
+# made of these alone is applied after the family's (`--preset=size-0.8m --env=scene-…` is `scene+size-0.8m`).
 
 
 # Task of a goal-conditioned agent when none is given: the goal-conditioned task of the last preset that names
@@ -452,6 +471,7 @@ def study_run(r: ml_collections.ConfigDict) -> None:
     r.dataset_episodes = STUDY_DATASET_EPISODES
     r.dataset_dir = f"~/.ogbench/data/qgf-study-{r.dataset_episodes}ep"
     r.dataset_episode_steps = 1001
+    r.dataset_size = "standard"  # Its own generated files, never OGBench's 100M slices.
 
 
 # Each preset changes the agent config and the run config in place. Presets compose with "+", applied
@@ -464,6 +484,9 @@ PRESETS = {
     **{family: family_preset(family) for family in FAMILY_SETTINGS},
     **{name: size_preset(width) for name, width in MODEL_SIZES.items()},
 }
+
+
+MODIFIER_PRESETS = (*MODEL_SIZES, "study")
 
 
 def preset_parts(preset: str) -> list[str]:

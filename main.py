@@ -11,6 +11,7 @@ This file only turns flags into a `runner.config.Options`; `runner.config.resolv
 """
 
 import errno
+import json
 import shlex
 import sys
 import warnings
@@ -25,7 +26,7 @@ import runner
 from agents.training import NonFiniteLossError
 from envs.generate import DatasetWriteError
 from runner.checkpoints import CheckpointError
-from runner.config import RUN_OVERRIDES, Options, check_agent_arguments, resolve, split_agent_name
+from runner.config import RUN_OVERRIDES, Options, check_agent_arguments, dry_run_view, resolve, split_agent_name
 from runner.run_dir import ConfigMismatchError
 from runner.run_lock import RunDirLockedError
 from runner.train_loop import RunStopped
@@ -37,7 +38,12 @@ warnings.filterwarnings("ignore", message=".*precision lowered by casting to flo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "OGBench task name; default: the preset's task.")
-flags.DEFINE_string("preset", None, "A configs.PRESETS name; default: 'demo' without --env, 'paper' with it.")
+flags.DEFINE_string(
+    "preset",
+    None,
+    "A configs.PRESETS name; default: 'demo' without --env, the task's family preset with it (a size preset or "
+    "'study' alone composes after it).",
+)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and evaluation noise.")
 flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one process, one run dir each.")
 flags.DEFINE_string(
@@ -51,10 +57,20 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("dataset_dir", None, "Directory of OGBench .npz files; default: the preset's.")
 flags.DEFINE_string("dataset_path", None, "A dataset .npz file or a directory of .npz slices.")
+flags.DEFINE_enum(
+    "dataset_size",
+    None,
+    configs.DATASET_SIZES,
+    "OGBench's standard file or its 100M slices (the paper's data, the family presets' default where OGBench has "
+    "them); default: the preset's.",
+)
 flags.DEFINE_string(
     "data", "auto", "Where missing dataset files come from: auto (download, else generate), download, generate, local."
 )
 flags.DEFINE_bool("eval_only", False, "Only evaluate the checkpoint of --restore.")
+flags.DEFINE_bool(
+    "dry_run", False, "Print the resolved run (its config.json, run dir and data) as JSON and exit; nothing is loaded."
+)
 flags.DEFINE_string("restore", None, "Run directory whose latest checkpoint --eval_only evaluates.")
 flags.DEFINE_integer("eval_reset_seed", None, "First reset seed of evaluation episodes; default: 1000 × seed.")
 flags.DEFINE_bool("allow_config_change", False, "Resume into a run dir whose config.json differs.")
@@ -88,6 +104,7 @@ def options_from_flags(agent_name: str, command: str) -> Options:
         if name.startswith("agent.") and FLAGS[name].present
     }
     plain = ("env", "preset", "seed", "num_seeds", "seed_batching", "run_dir", "dataset_dir", "dataset_path")
+    plain += ("dataset_size",)
     plain += ("data", "eval_only", "restore", "eval_reset_seed", "allow_config_change", "progress")
     plain += ("eval_videos", "wandb", "wandb_project", "wandb_entity", "wandb_mode")
     return Options(
@@ -101,9 +118,12 @@ def options_from_flags(agent_name: str, command: str) -> Options:
 
 def main(agent_name: str, command: str) -> None:
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every step of a save at INFO.
+    plan = resolve(options_from_flags(agent_name, command))
+    if FLAGS.dry_run:
+        print(json.dumps(dry_run_view(plan), indent=2, sort_keys=True))
+        return
     if FLAGS.distributed:
         jax.distributed.initialize()
-    plan = resolve(options_from_flags(agent_name, command))
     (runner.evaluate if plan.eval_only else runner.train)(plan)
 
 

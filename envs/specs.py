@@ -53,6 +53,11 @@ class EnvName:
         return f"{self.family}-{self.dataset_type}-{self.version}"
 
     @property
+    def slices_name(self) -> str:
+        """Name of OGBench's 100M-transition directory of slices of this dataset (where OGBench publishes one)."""
+        return f"{self.family}-{self.dataset_type}-100m-{self.version}"
+
+    @property
     def env_id(self) -> str:
         """Gymnasium id of the evaluation environment."""
         if not self.singletask:

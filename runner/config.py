@@ -6,6 +6,7 @@ and makes every check that needs no data and no compilation, so a bad setting fa
 """
 
 import dataclasses
+import glob
 import json
 import os
 
@@ -13,7 +14,10 @@ import ml_collections
 
 import configs
 import envs
+from envs.download import SLICES_PER_100M, slice_names
+from envs.generate import DEFAULT_DATASET_DIR
 from envs.rollouts import NUM_EVAL_TASKS
+from envs.specs import FAMILIES
 from runner.devices import seed_batching
 from runner.run_data import DATA_SOURCES, check_agent_fits_task, slice_directory
 from runner.run_dir import config_hash, default_run_dir, eval_tag, to_plain
@@ -38,7 +42,7 @@ class Options:
     agent: str = "qgf"
     agent_overrides: dict = dataclasses.field(default_factory=dict)  # agent config field -> value
     env: str | None = None
-    preset: str | None = None  # default: 'demo' without `env`, 'paper' with it
+    preset: str | None = None  # default: 'demo' without `env`, the task's family preset with it (task_preset)
     seed: int = 0
     num_seeds: int = 1
     seed_batching: str = "auto"
@@ -53,6 +57,7 @@ class Options:
     run_dir: str | None = None  # '{seed}' is replaced; default runs/<env>/<agent>/seed<seed>-<config hash>
     dataset_dir: str | None = None
     dataset_path: str | None = None
+    dataset_size: str | None = None  # "standard" or "100m" (configs.DATASET_SIZES); default: the preset's
     data: str = "auto"  # where missing dataset files come from: a runner.run_data.DATA_SOURCES key
     eval_only: bool = False
     restore: str | None = None
@@ -71,7 +76,7 @@ class Options:
 class RunPlan:
     """Every setting of a run, resolved. Seed i trains into `train_dirs[i]` (whose config.json is
     `seed_configs[i]`) and writes its evaluation logs and report into `out_dirs[i]` (the same dir when
-    training; `<run dir>/eval/<estimator>-bo<N>[-gs<L>]-reset<seed>` when evaluating a saved run, see
+    training; `<run dir>/eval/<estimator>-bo<N>[-gs<L>-a<α>]-reset<seed>` when evaluating a saved run, see
     runner.run_dir.eval_tag)."""
 
     agent_name: str
@@ -189,6 +194,78 @@ def _saved_run(options: Options) -> dict | None:
     return saved
 
 
+def task_preset(preset: str | None, env_name: str | None) -> str:
+    """The preset a run takes. Without `--env`: `--preset`, else `demo`. With `--env`: the task's family preset
+    when no `--preset` is given (the paper's coefficients for that family, e.g. FQL's α = 1000 on puzzle-4x4), the
+    family preset followed by `--preset` when it only sets a size or the study's protocol
+    (configs.MODIFIER_PRESETS), else `--preset` as given. A family preset of another family is a ConfigError."""
+    if env_name is None:
+        return preset or "demo"
+    try:
+        family = envs.parse_name(env_name).family
+    except ValueError as error:
+        raise configs.ConfigError(f"--env: {error}") from None
+    own = family if family in configs.FAMILY_SETTINGS else "paper"
+    if preset is None:
+        return own
+    parts = configs.preset_parts(preset)
+    other = next((p for p in parts if p in configs.FAMILY_SETTINGS and p != family), None)
+    if other is not None:
+        raise configs.ConfigError(
+            f"--preset={preset} holds the {other} family's coefficients, but --env={env_name} is a {family} task; "
+            f"drop --preset (the task's family preset, '{own}', is the default with --env) or choose a {other} task"
+        )
+    if all(part in configs.MODIFIER_PRESETS for part in parts):
+        return "+".join([own, *parts])
+    return preset
+
+
+def resolve_dataset(run: ml_collections.ConfigDict, env_name: str, data: str) -> None:
+    """Points `run.dataset_path` at OGBench's 100M directory of slices when `run.dataset_size` asks for it and no
+    dataset_path is given; raises ConfigError when that cannot be: a family without one, or slices that are
+    absent while `data` (local, generate) rules out downloading them (slices are never generated)."""
+    if run.dataset_size not in configs.DATASET_SIZES:
+        raise configs.ConfigError(
+            f"unknown --dataset_size={run.dataset_size!r}{configs.closest(run.dataset_size, configs.DATASET_SIZES)}; "
+            f"choose one of {list(configs.DATASET_SIZES)}"
+        )
+    if run.dataset_size != "100m" or run.dataset_path:
+        return
+    name = envs.parse_name(env_name)
+    if name.family not in configs.FAMILIES_WITH_100M:
+        raise configs.ConfigError(
+            f"OGBench publishes no 100M slices of {name.family} (it does for {', '.join(configs.FAMILIES_WITH_100M)}); "
+            "drop --dataset_size=100m to train on the standard file"
+        )
+    directory = os.path.join(os.path.expanduser(run.dataset_dir or DEFAULT_DATASET_DIR), name.slices_name)
+    run.dataset_path = directory
+    if data in ("local", "generate") and not glob.glob(os.path.join(directory, "*.npz")):
+        raise configs.ConfigError(
+            f"{directory} holds none of OGBench's {SLICES_PER_100M} slices of {name.slices_name} (100M transitions, "
+            f"the paper's data), and --data={data} does not download them (slices are never generated); fetch them "
+            "with --data=download, or train on OGBench's standard file with --dataset_size=standard"
+        )
+
+
+def describe_dataset(run: ml_collections.ConfigDict, env_name: str, data: str) -> dict:
+    """What a run trains on, for config.json, --dry_run, report.md and the tables: `kind` (100M slices, standard
+    file, generated here, file, slice directory), `path` and the `expected_transitions` (what OGBench's files hold, or
+    what a generation of `dataset_episodes` would write; None when unknown): a file already there may hold another
+    count, which data.json records once the run has loaded it (runner.session)."""
+    name = envs.parse_name(env_name)
+    path = run.dataset_path
+    if path and slice_names(path) is not None:
+        return {"kind": "100M slices", "path": path, "expected_transitions": SLICES_PER_100M * 1000 * 1000}
+    if path:
+        return {"kind": "slice directory" if os.path.isdir(path) else "file", "path": path, "expected_transitions": None}
+    file = os.path.join(run.dataset_dir or DEFAULT_DATASET_DIR, name.dataset_name + ".npz")
+    if run.dataset_episodes:
+        episodes = run.dataset_episodes
+        return {"kind": "generated here", "path": file, "expected_transitions": episodes * (run.dataset_episode_steps - 1)}
+    kind = "generated here" if data == "generate" else "standard file"
+    return {"kind": kind, "path": file, "expected_transitions": FAMILIES[name.family].num_episodes * 1000}
+
+
 def _seed_run_dir(options: Options, seed: int, seed_config: dict) -> str:
     if options.restore:
         return options.restore
@@ -210,7 +287,7 @@ def resolve(options: Options) -> RunPlan:
             f"unknown --data={options.data!r}{configs.closest(options.data, DATA_SOURCES)}; choose one of "
             + ", ".join(f"{name} ({what})" for name, what in DATA_SOURCES.items())
         )
-    preset = saved["preset"] if saved else options.preset or ("demo" if options.env is None else "paper")
+    preset = saved["preset"] if saved else task_preset(options.preset, options.env)
     # A saved run's settings are its config.json over the agent's defaults, not over its preset's values now: a
     # field the file lacks was added after the run was written, and its default is what the code did then (new
     # fields default to the earlier behaviour; presets opt in), which a preset may since have changed.
@@ -233,6 +310,10 @@ def resolve(options: Options) -> RunPlan:
             run[name] = getattr(options, name)
     run.dataset_dir = options.dataset_dir or run.dataset_dir
     run.dataset_path = options.dataset_path or run.dataset_path
+    if options.dataset_size is not None:
+        run.dataset_size = options.dataset_size
+    elif config.get("goal_conditioned", False) and not saved:
+        run.dataset_size = "standard"  # OGBench's goal-conditioned protocol trains on the standard files.
     check_run_steps(run, training=not saved)
     if saved and saved["agent"] != options.agent:
         raise configs.ConfigError(f"{options.restore} holds a '{saved['agent']}' run; drop --agent={options.agent}")
@@ -251,15 +332,19 @@ def resolve(options: Options) -> RunPlan:
     except ValueError as error:
         raise configs.ConfigError(f"--env: {error}") from None
     check_agent_fits_task(options.agent, config, env_name)
+    if not saved:
+        resolve_dataset(run, env_name, options.data)
     seeds = [saved["seed"]] if saved else [options.seed + i for i in range(options.num_seeds)]
     if options.eval_reset_seed is not None and len(seeds) > 1:
         raise configs.ConfigError("--eval_reset_seed sets one seed's episodes; drop it with --num_seeds")
     reset_seeds = [1000 * s if options.eval_reset_seed is None else options.eval_reset_seed for s in seeds]
     shared = dict(agent=options.agent, preset=preset, env=env_name, guidance_weights=weights)
+    shared["dataset"] = saved.get("dataset") if saved else describe_dataset(run, env_name, options.data)
     shared.update(agent_config=to_plain(config), run=to_plain(run))
     seed_configs = [{**shared, "seed": s, "eval_reset_seed": r} for s, r in zip(seeds, reset_seeds, strict=True)]
     train_dirs = [_seed_run_dir(options, s, c) for s, c in zip(seeds, seed_configs, strict=True)]
-    tag = eval_tag(config.estimator, config.best_of_n, reset_seeds[0], config.get("grad_steps", 0))
+    grad_step = (config.get("grad_steps", 0), config.get("grad_step_size", 0.0))
+    tag = eval_tag(config.estimator, config.best_of_n, reset_seeds[0], *grad_step)
     out_dirs = [os.path.join(d, "eval", tag) if saved else d for d in train_dirs]
     tasks = 1 if envs.parse_name(env_name).singletask else NUM_EVAL_TASKS
     problem = check_videos_per_weight(options.eval_videos, tasks, run.eval_episodes)
@@ -292,3 +377,13 @@ def resolve(options: Options) -> RunPlan:
         eval_videos=options.eval_videos,
         wandb=wandb,
     )
+
+
+def dry_run_view(plan: RunPlan) -> dict:
+    """`--dry_run`'s output: per seed the config.json the run would write (with its preset and dataset) and its
+    run dir (evaluating: the saved run's settings with this evaluation's, and the dir its results would go to)."""
+    runs = [
+        {"run_dir": out_dir, "config": seed_config}
+        for out_dir, seed_config in zip(plan.out_dirs, plan.seed_configs, strict=True)
+    ]
+    return {"eval_only": plan.eval_only, "runs": runs}

@@ -23,9 +23,11 @@ def format_table(rows: list[dict], best_of_n: int = 1) -> str:
         "| guidance weight | success | ± s.e. | return | ± s.e. | length | episodes |",
         "|---|---|---|---|---|---|---|",
     ]
-    best = max(rows, key=lambda r: r["success"])
+    # 'best' among positive weights only: w = 0 is BC's row, which a guided method's best never reports.
+    guided = [r for r in rows if r["guidance_weight"] > 0]
+    best = max(guided, key=lambda r: r["success"]) if len(rows) > 1 and guided else None
     for r in rows:
-        mark = " ◀ best" if r is best and len(rows) > 1 else ""
+        mark = " ◀ best" if r is best else ""
         lines.append(
             f"| {weight_label(r['guidance_weight'], best_of_n)} | {r['success']:.3f}{mark} | "
             f"{r['success_stderr']:.3f} | {r['return']:.1f} | {r.get('return_stderr', float('nan')):.1f} | "
@@ -68,6 +70,17 @@ MASK_DESCRIPTIONS = {
 }
 
 
+def format_data(data: dict) -> str:
+    """The report's data line: what the run trained on (runner.config.describe_dataset's kind and path, when the
+    run's config.json names them) and the transitions loaded (with slices: the first slice's times their number)."""
+    slices = data.get("slices", 1)
+    counted = f"{slices} slices, about {data['transitions']:,} transitions" if slices > 1 else f"{data['transitions']:,}"
+    counted += "" if slices > 1 else " transitions"
+    if "kind" not in data:  # A run written before config.json named its data.
+        return f"Training data: {counted}."
+    return f"Training data: {data['kind']}, `{data['path']}` ({counted})."
+
+
 def write_report(
     run_dir: str,
     all_rows: list[dict],
@@ -79,6 +92,7 @@ def write_report(
     best_of_n: int,
     mask_convention: str | None,
     command: str,
+    data_line: str = "",
     videos: list[dict] | None = None,
 ) -> str:
     """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s). `videos`
@@ -92,7 +106,8 @@ def write_report(
         f"Estimator `{estimator}`, best-of-{best_of_n}. Every weight ran the same reset seeds; "
         "'best' is chosen on these same episodes, so it is optimistic: choose a weight on held-out seeds "
         "before quoting one number.\n\n"
-        f"Bootstrap masks of the training data: {MASK_DESCRIPTIONS[mask_convention]}.\n\n"
+        + (f"{data_line}\n\n" if data_line else "")
+        + f"Bootstrap masks of the training data: {MASK_DESCRIPTIONS[mask_convention]}.\n\n"
         f"{format_flops(rows[0].get('flops_per_decision'))}\n\n"
         f"{table}\n\nCommand:\n\n    {command}\n"
     )

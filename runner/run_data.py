@@ -66,6 +66,11 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
         except DownloadError as error:
             if data == "download" or path is not None:
                 instead = "; or --data=generate to generate it here (not the official file)" if path is None else ""
+                if path is not None and run.get("dataset_size") == "100m" and not present:
+                    instead = (
+                        f"; the paper's runs train on these {len(names)} slices of 1M transitions (100M in all): "
+                        "or train on OGBench's standard file with --dataset_size=standard"
+                    )
                 raise envs.DatasetMissingError(
                     f"{error}; check the connection, or set OGBENCH_DATASET_URL to a mirror{instead}"
                 ) from None

@@ -21,13 +21,19 @@ def default_run_dir(root: str, env_name: str, agent_name: str, seed: int, config
     return os.path.join(root, env_name, agent_name, f"seed{seed}-{config_hash(config)}")
 
 
-def eval_tag(estimator: str, best_of_n: int, reset_seed: int, grad_steps: int = 0) -> str:
-    """The folder under `<run dir>/eval/` of an `--eval_only` evaluation: `<estimator>-bo<N>[-gs<L>]-reset<R>`,
-    with GradStep's L only when it is on (so an evaluation without GradStep keeps the name it always had)."""
-    return f"{estimator}-bo{best_of_n}{f'-gs{grad_steps}' if grad_steps else ''}-reset{reset_seed}"
+def eval_tag(estimator: str, best_of_n: int, reset_seed: int, grad_steps: int = 0, grad_step_size: float = 0.0) -> str:
+    """The folder under `<run dir>/eval/` of an `--eval_only` evaluation: `<estimator>-bo<N>[-gs<L>-a<α>]-reset<R>`,
+    with GradStep's L and step size α only when it is on (so an evaluation without GradStep keeps the name it always
+    had, and an α sweep keeps one folder per α)."""
+    grad_step = f"-gs{grad_steps}-a{grad_step_size:g}" if grad_steps else ""
+    return f"{estimator}-bo{best_of_n}{grad_step}-reset{reset_seed}"
 
 
-EVAL_TAG = re.compile(r"^(?P<estimator>.+?)-bo(?P<best_of_n>\d+)(?:-gs(?P<grad_steps>\d+))?-reset(?P<reset>\d+)$")
+# Folders written before GradStep's α joined the name (`-gs<L>-reset<R>`) still parse, with no α.
+EVAL_TAG = re.compile(
+    r"^(?P<estimator>.+?)-bo(?P<best_of_n>\d+)"
+    r"(?:-gs(?P<grad_steps>\d+)(?:-a(?P<grad_step_size>[0-9.e+-]+?))?)?-reset(?P<reset>\d+)$"
+)
 
 
 def to_plain(config: ml_collections.ConfigDict | dict) -> dict:
@@ -63,6 +69,14 @@ def _describe(key: str, saved, current) -> str:
     return f"{name}={show(current)} (the run has {show(saved)})"
 
 
+def write_json(path: str, value: dict) -> None:
+    """Writes `value` as JSON atomically (a reader sees the old file or the new one, never half of one)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def write_config(run_dir: str, config: dict, allow_change: bool = False) -> None:
     """Writes config.json atomically; refuses a run dir that holds a run with another config."""
     path = os.path.join(run_dir, "config.json")
@@ -85,10 +99,7 @@ def write_config(run_dir: str, config: dict, allow_change: bool = False) -> None
                 "or pass --allow_config_change to resume into it anyway"
             )
     os.makedirs(run_dir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_json(path, config)
 
 
 class CsvLog:

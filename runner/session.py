@@ -12,13 +12,14 @@ import numpy as np
 
 import agents
 import configs
+import envs
 from agents.training import over_seeds
 from runner.config import RunPlan
 from runner.devices import Placement, placement
 from runner.evaluation import make_sweep_evaluator
-from runner.report import write_report
+from runner.report import format_data, write_report
 from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
-from runner.run_dir import write_config
+from runner.run_dir import write_config, write_json
 from runner.run_lock import RunLock
 from runner.seed_runs import SeedRuns
 from runner.slice_rotation import SliceRotation
@@ -53,6 +54,7 @@ class Session:
     rotation: SliceRotation | None = None  # training on a directory of slices
     locks: list = dataclasses.field(default_factory=list)  # the run dirs' RunLocks, released by close()
     stop: object = None  # runner.interrupt's CtrlC while training: a Ctrl-C abandons an evaluation
+    data_line: str = ""  # what the run trains on, for report.md (runner.report.format_data)
 
     def train_dataset(self, step: int) -> dict:
         """The device dataset the chunk of updates starting at `step` samples from: the slice of that step on a
@@ -98,6 +100,7 @@ class Session:
                 estimator=config.estimator,
                 best_of_n=config.best_of_n,
                 mask_convention=config.get("mask_convention"),
+                data_line=self.data_line,
                 command=plan.command,
                 videos=videos,
             )
@@ -180,6 +183,13 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
     if slice_directory(plan.run) and not plan.eval_only:
         rotation = slice_rotation(plan.run, plan.config, plan.env_name, env, where, first=dataset)
     data_seconds = time.perf_counter() - start
+    slices = len(envs.slice_paths(slice_directory(plan.run))) if slice_directory(plan.run) else 1
+    loaded = {**(plan.seed_configs[0].get("dataset") or {}), "slices": slices}
+    loaded["transitions"] = slices * len(train_data["observations"])  # with slices: about, from the first one
+    if not plan.eval_only:
+        for train_dir in plan.train_dirs:
+            write_json(os.path.join(train_dir, "data.json"), loaded)
+    data_line = format_data(loaded)
 
     sample = make_sampler(plan.config, plan.env_name)
     agent = agents.make(plan.agent_name, plan.config)
@@ -204,6 +214,7 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
     train_data = None if rotation else dataset
     session = Session(plan, where, agent, sample, train_data, val_dataset, keys, runs, states, step, data_seconds)
     session.rotation = rotation
+    session.data_line = data_line
     session.locks = locks
     session.sweep = make_sweep_evaluator(
         functools.partial(act_with_weights, agent),

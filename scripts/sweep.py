@@ -17,7 +17,7 @@ Methods with a single weight skip the held-out pass, and the method a training r
 (qgf's `qgf`, `fql`, `edp`: same estimator and best-of-N, reset seed 1000·seed) takes its reported
 numbers from the run's own final evaluation instead of evaluating again.
 
-Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in `<run>/eval/<estimator>-bo<N>[-gs<L>]-reset<R>/`
+Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in `<run>/eval/<estimator>-bo<N>[-gs<L>-a<α>]-reset<R>/`
 (runner.run_dir.eval_tag).
 A step whose output exists is skipped (a training run whose final checkpoint exists, an evaluation whose
 eval.csv exists), at submission and again when the job runs, so rerunning the command fills the holes
@@ -117,10 +117,10 @@ def run_dir(root: str, task: str, agent: str, seed: int) -> str:
     return os.path.join(root, task, agent, f"seed{seed}")
 
 
-def eval_dir(run: str, estimator: str, best_of_n: int, reset_seed: int, grad_steps: int = 0) -> str:
+def eval_dir(run: str, estimator: str, best_of_n: int, reset_seed: int, grad_steps: int = 0, step_size=0.0) -> str:
     from runner.run_dir import eval_tag
 
-    return os.path.join(run, "eval", eval_tag(estimator, best_of_n, reset_seed, grad_steps))
+    return os.path.join(run, "eval", eval_tag(estimator, best_of_n, reset_seed, grad_steps, step_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,21 +172,12 @@ def record_step_time(step: Step, seconds: float) -> None:
         writer.writerow([output, f"{seconds:.3f}", time.strftime("%Y-%m-%dT%H:%M:%S"), step.command()])
 
 
-def family_preset(task: str) -> str:
-    """The task's family preset when configs has one, else the paper's setting."""
-    import configs
-    import envs
-
-    family = envs.parse_name(task).family
-    return family if family in configs.PRESETS else "paper"
-
-
 def task_preset(task: str, preset: str | None) -> str:
-    """The configs preset of `task`'s runs: `--preset` as given, the family preset when none is given, and the
-    family preset followed by the study's for `--preset=study`."""
-    if preset == "study":
-        return f"{family_preset(task)}+study"
-    return preset or family_preset(task)
+    """The configs preset of `task`'s runs: main.py's own rule (runner.config.task_preset): the family preset when
+    none is given, the family preset followed by the study's for `--preset=study`, any other preset as given."""
+    from runner.config import task_preset as resolved_preset
+
+    return resolved_preset(preset, task)
 
 
 def plan(args) -> list:
@@ -258,7 +249,7 @@ def plan(args) -> list:
                             evaluate.append("--guidance_weights=0")
                         if args.eval_episodes is not None:
                             evaluate.append(f"--eval_episodes={args.eval_episodes}")
-                        where = eval_dir(run, method.estimator, method.best_of_n, reset, grad_steps)
+                        where = eval_dir(run, method.estimator, method.best_of_n, reset, grad_steps, step_size)
                         output = os.path.join(where, "eval.csv")
                         steps.append(Step(tuple(evaluate), run, output))
                 jobs.append(steps)

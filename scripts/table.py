@@ -1,7 +1,7 @@
 """The paper-style table of a grid of runs: `python -m scripts.table --runs=<root> --name=<name>`.
 
 Reads every run dir under `--runs` (a `config.json` with agent, env and seed) and its evaluations
-`eval/<estimator>-bo<N>[-gs<L>]-reset<R>/eval.csv` (those `scripts.sweep` launches), and writes
+`eval/<estimator>-bo<N>[-gs<L>-a<α>]-reset<R>/eval.csv` (those `scripts.sweep` launches), and writes
 `results/<name>.md` (rows = tasks and per-family averages, columns = methods, success in % as mean ±
 standard error over seeds) and `results/<name>.png` (the family averages as bars).
 
@@ -130,13 +130,20 @@ def collect(root: str, column: str = "success") -> dict:
     return dict(results)
 
 
+def swept_weights(per_seed: dict) -> list:
+    """The positive weights a method's runs evaluated: its grid. w = 0 is BC's row and never chosen for a guided
+    method, as the official grid holds positive weights only; a lone w = 0 (a run evaluated at BC only) has none."""
+    return sorted(w for w in set().union(*(s.get("reported", {}) for s in per_seed.values())) if w > 0)
+
+
 def choose_weight(method: str, per_seed: dict) -> float | None:
-    """The weight of highest held-out success (mean over seeds); 0 for a method without a sweep."""
+    """The positive weight of highest held-out success (mean over seeds; the smaller on a tie); 0 for a method
+    without a sweep; None when no positive weight was evaluated or no held-out episodes exist."""
     if not has_sweep(method):
         return 0.0
-    weights = sorted(set().union(*(s.get("reported", {}) for s in per_seed.values())))
-    if len(weights) == 1:
-        return weights[0]
+    weights = swept_weights(per_seed)
+    if len(weights) <= 1:
+        return weights[0] if weights else None
     heldout = [s["heldout"] for s in per_seed.values() if "heldout" in s]
     if not heldout:
         return None
@@ -148,7 +155,8 @@ def per_seed_best(method: str, per_seed: dict) -> list:
     """The paper's convention (optimistic): each seed's highest success over weights on its reported episodes."""
     if not has_sweep(method):
         return [s["reported"][0.0] for s in per_seed.values() if 0.0 in s.get("reported", {})]
-    return [max(s["reported"].values()) for s in per_seed.values() if s.get("reported")]
+    positive = [[v for w, v in s.get("reported", {}).items() if w > 0] for s in per_seed.values()]
+    return [max(values) for values in positive if values]
 
 
 def mean_and_stderr(values: list, scale: float = 100) -> tuple:
@@ -235,7 +243,27 @@ def success_rows(cells: dict, tasks: list, methods: list) -> list:
     return lines
 
 
-def format_markdown(name: str, cells: dict) -> str:
+def training_data(root: str) -> dict:
+    """{task: sorted descriptions of the data its training runs trained on}: each run's data.json (what it loaded,
+    runner.session), else its config.json's dataset (what it was to train on); runs older than both are left out."""
+    found = collections.defaultdict(set)
+    for directory, _, files in os.walk(root):
+        if "config.json" not in files or os.path.basename(os.path.dirname(directory)) == "eval":
+            continue
+        with open(os.path.join(directory, "config.json")) as f:
+            config = json.load(f)
+        dataset = config.get("dataset") if isinstance(config, dict) else None
+        if "data.json" in files:
+            with open(os.path.join(directory, "data.json")) as f:
+                dataset = json.load(f)
+        if dataset and "kind" in dataset and "env" in config:
+            count = dataset.get("transitions") or dataset.get("expected_transitions")
+            transitions = f", {count:,} transitions" if count else ""
+            found[config["env"]].add(f"{dataset['kind']}{transitions} (`{dataset['path']}`)")
+    return {task: sorted(kinds) for task, kinds in found.items()}
+
+
+def format_markdown(name: str, cells: dict, data: dict | None = None) -> str:
     tasks = sorted({task for task, _ in cells}, key=lambda t: (family_of(t), t))
     methods = ordered_methods(cells)
     seeds = sorted({c["seeds"] for c in cells.values()})
@@ -288,6 +316,9 @@ def format_markdown(name: str, cells: dict) -> str:
     for m in methods:
         flops = [cells[(t, m)]["flops"] for t in tasks if (t, m) in cells and cells[(t, m)]["flops"] is not None]
         lines.append(f"| {method_label(m)} | {np.mean(flops):.3g} |" if flops else f"| {method_label(m)} | — |")
+    if data:
+        lines += ["", "## Training data", ""]
+        lines += [f"- {task}: {'; '.join(data[task])}" for task in tasks if task in data]
     return "\n".join(lines) + "\n"
 
 
@@ -322,7 +353,7 @@ def write_table(runs: str, name: str, out_dir: str = "results") -> str:
     if not cells:
         raise SystemExit(f"no evaluations found under {runs}")
     os.makedirs(out_dir, exist_ok=True)
-    markdown = format_markdown(name, cells)
+    markdown = format_markdown(name, cells, training_data(runs))
     path = os.path.join(out_dir, f"{name}.md")
     with open(path, "w") as f:
         f.write(markdown)

@@ -167,7 +167,7 @@ def test_sweep_plans_every_method_of_the_paper_and_the_table_names_each_evaluati
     assert len(gradstep) == 1 and {"--agent.grad_steps=5", "--agent.grad_step_size=0.01"} <= set(gradstep[0])
     assert any("--agent.best_of_n=7" in a for a in evaluations)  # bfn<N> at any N.
     outputs = [step.output for job in jobs for step in job[1:]]
-    assert any("/eval/none-bo1-gs5-reset0/" in o for o in outputs)  # GradStep's evaluation, beside BC's:
+    assert any("/eval/none-bo1-gs5-a0.01-reset0/" in o for o in outputs)  # GradStep's evaluation, beside BC's:
     assert any("/eval/none-bo1-reset0/" in o for o in outputs)
     # Every method's evaluations come back under its own name, its own column title.
     for name in sweep.PAPER_METHODS:

@@ -19,13 +19,13 @@ def test_study_preset_composes_after_the_family_preset():
     # The family preset's official network choices stay; the grid is the paper's scaled by 10 (γ 0.999 -> 0.99).
     assert qgf.time_embedding == "sinusoidal" and qgf.guidance_critic == "target"
     assert qgf.guidance_weights == tuple(round(10 * w, 6) for w in configs.PAPER_GUIDANCE_WEIGHTS)
-    assert qgf.guidance_weights[:3] == (0.0, 0.04, 0.08)
+    assert qgf.guidance_weights[:3] == (0.04, 0.08, 0.1) and len(qgf.guidance_weights) == 9
     # FQL's α per family: the study's three families outside the paper carry the FQL paper's values.
     families = ("cube-single", "cube-double", "puzzle-3x3", "scene")
     assert [configs.get_config("fql", f"{f}+study").alpha for f in families] == [300.0, 300.0, 1000.0, 300.0]
     run = configs.get_run_config("cube-double+study", "qgf")
     assert (run.env_name, run.eval_episodes, run.dataset_episodes) == ("cube-double-play-singletask-task1-v0", 30, 200)
-    assert run.dataset_dir.endswith("qgf-study-200ep")
+    assert run.dataset_dir.endswith("qgf-study-200ep") and run.dataset_size == "standard"
 
 
 def test_sweep_study_plans_the_cell_of_one_task_and_seed():
@@ -149,9 +149,9 @@ def write_step_times(run, rows):
         writer.writerows([output, seconds, "2026-01-01T00:00:00", "python main.py ..."] for output, seconds in rows)
 
 
-# Per seed, QGF's reported episodes at w = 0 and 0.4 (its own final evaluation) and held-out ones, and BC's.
-QGF_REPORTED = {0: {0.0: [1, 1, 1, 0], 0.4: [1, 0, 1, 0]}, 1: {0.0: [1, 1, 1, 0], 0.4: [1, 1, 0, 0]}}
-QGF_HELDOUT = {0.0: [0, 0, 0, 0], 0.4: [1, 1, 0, 0]}  # Held-out episodes favour w = 0.4, the reported ones w = 0.
+# Per seed, QGF's reported episodes at w = 0.2 and 0.4 (its own final evaluation) and held-out ones, and BC's.
+QGF_REPORTED = {0: {0.2: [1, 1, 1, 0], 0.4: [1, 0, 1, 0]}, 1: {0.2: [1, 1, 1, 0], 0.4: [1, 1, 0, 0]}}
+QGF_HELDOUT = {0.2: [0, 0, 0, 0], 0.4: [1, 1, 0, 0]}  # Held-out episodes favour w = 0.4, the reported ones w = 0.2.
 BC_REPORTED = {0: [0, 1, 0, 0], 1: [0, 0, 1, 1]}
 FLOPS = {"bc": 1e6, "bfn4": 4e6, "bfn16": 1.6e7, "qfql": 2e6, "jacobian": 3e6, "qgf": 2.5e6, "fql": 1e5}
 
@@ -206,17 +206,19 @@ def test_study_csv_has_a_row_per_task_method_seed_weight_and_episode_set(study):
     assert float(heldout["success"]) == 0.5 and float(heldout["return"]) == -125.0 and heldout["episodes"] == "4"
     assert float(heldout["success_stderr"]) == pytest.approx(np.std([1, 1, 0, 0], ddof=1) / 2)
     assert float(heldout["eval_wall_s"]) == 30.0 and float(heldout["flops_per_decision"]) == 2.5e6
-    own = key[("qgf", "1", "reported", 0.0)]  # The training run's own evaluation: timed with its training.
+    own = key[("qgf", "1", "reported", 0.2)]  # The training run's own evaluation: timed with its training.
     assert float(own["success"]) == 0.75 and own["eval_wall_s"] == ""
-    # The weight chosen on held-out success is marked, for QGF 0.4 (not 0, the best on the reported episodes).
+    # The weight chosen on held-out success is marked, for QGF 0.4 (not 0.2, the best on the reported episodes). QFQL
+    # and QGF-Jacobian succeed nowhere, and the tie still takes a positive weight: w = 0 is BC's row, never a guided
+    # method's choice.
     assert {(r["method"], float(r["guidance_weight"])) for r in rows if r["heldout_choice"] == "1"} == {
-        ("bc", 0.0), ("bfn4", 0.0), ("bfn16", 0.0), ("qfql", 0.0), ("jacobian", 0.0), ("qgf", 0.4), ("fql", 0.0)
+        ("bc", 0.0), ("bfn4", 0.0), ("bfn16", 0.0), ("qfql", 0.4), ("jacobian", 0.4), ("qgf", 0.4), ("fql", 0.0)
     }  # fmt: skip
 
 
 def test_study_md_reports_the_held_out_choice_beside_the_optimistic_best(study):
     *_, markdown = study
-    # QGF at w = 0.4: 50 % on both seeds' reported episodes; per seed the best reported weight (0) gives 75 %.
+    # QGF at w = 0.4: 50 % on both seeds' reported episodes; per seed the best reported weight (0.2) gives 75 %.
     assert "|  | QGF | 0.4 | 50.0 ± 0.0 | 2 | 75.0 ± 0.0 |" in markdown
     assert f"| {TASK} | BC | (none) | 37.5 ± 12.5 | 2 | 37.5 ± 12.5 |" in markdown
     assert "|  | QGF | 0.4 | -125.0 ± 0.0 | 2 | -87.5 ± 0.0 |" in markdown  # Return, chosen on held-out return.

@@ -1,13 +1,15 @@
 """Every default and named preset of qgf, as `ml_collections.ConfigDict`s.
 
 `get_config(agent, preset)` returns the agent's defaults with the preset applied. Defaults follow the
-QGF paper's network shapes at a size that trains on one GPU in hours; `paper` is the paper's setting;
+QGF paper's network shapes at a size that trains on one GPU in hours; `paper` is the paper's generic setting;
 `demo` is the small setting `python main.py` runs on a laptop CPU in minutes. One preset per task family
-of the paper (`scene`, `puzzle-4x4`, `puzzle-4x5`, `puzzle-4x6`, `cube-triple`, `cube-quadruple`) is the
-paper's setting with that family's baseline coefficients; `size-0.8m`, `size-3.2m`, `size-12.7m` set the
-model size. Presets compose with "+", left to right: `--preset=scene+size-0.8m`. The goal-conditioned agent
-(`gcqgf`) keeps OGBench's goal-conditioned discount and goal relabelling under every preset (one setting
-serves every manipulation family, as in OGBench); a family preset then only picks its `<family>-play-v0` task.
+(the paper's `scene`, `puzzle-4x4`, `cube-triple`, `cube-quadruple`, and `puzzle-4x5`, `puzzle-4x6`, `cube-single`,
+`cube-double`, `puzzle-3x3`) is the paper's setting with that family's coefficients of every method and, where
+OGBench publishes them, its 100M slices as data; a run with `--env` takes its task's family preset by default
+(runner.config.task_preset). `size-0.8m`, `size-3.2m`, `size-12.7m` set the model size. Presets compose with
+"+", left to right: `--preset=scene+size-0.8m`. The goal-conditioned agent (`gcqgf`) keeps OGBench's
+goal-conditioned discount and goal relabelling under every preset (one setting serves every manipulation family,
+as in OGBench); a family preset then only picks its `<family>-play-v0` task.
 """
 
 import difflib

@@ -1,8 +1,9 @@
 """Train and evaluate an agent on an OGBench task, e.g. `python main.py --agent=qgf --env=<task>`.
 
 `python main.py` alone runs the `demo` preset (a small locally generated dataset, small networks, a short
-guidance sweep) in minutes on a CPU; with `--env` the default preset is the paper's setting. Any agent
-config field can be set as `--agent.<field>=<value>`. Rerunning a command resumes its run directory from
+guidance sweep) in minutes on a CPU; with `--env` the default preset is the task's family preset (the paper's
+run of that task, on its 100M slices). `--dry_run` prints the resolved run. Any agent config field can be set
+as `--agent.<field>=<value>`. Rerunning a command resumes its run directory from
 the latest checkpoint. `--eval_only --restore=<run dir>` evaluates a saved agent (e.g. with another
 `--agent.estimator` or `--agent.best_of_n`).
 

@@ -257,11 +257,12 @@ def describe_dataset(run: ml_collections.ConfigDict, env_name: str, data: str) -
     if path and slice_names(path) is not None:
         return {"kind": "100M slices", "path": path, "expected_transitions": SLICES_PER_100M * 1000 * 1000}
     if path:
-        return {"kind": "slice directory" if os.path.isdir(path) else "file", "path": path, "expected_transitions": None}
+        kind = "slice directory" if os.path.isdir(path) else "file"
+        return {"kind": kind, "path": path, "expected_transitions": None}
     file = os.path.join(run.dataset_dir or DEFAULT_DATASET_DIR, name.dataset_name + ".npz")
     if run.dataset_episodes:
-        episodes = run.dataset_episodes
-        return {"kind": "generated here", "path": file, "expected_transitions": episodes * (run.dataset_episode_steps - 1)}
+        transitions = run.dataset_episodes * (run.dataset_episode_steps - 1)
+        return {"kind": "generated here", "path": file, "expected_transitions": transitions}
     kind = "generated here" if data == "generate" else "standard file"
     return {"kind": kind, "path": file, "expected_transitions": FAMILIES[name.family].num_episodes * 1000}
 

@@ -74,8 +74,8 @@ def format_data(data: dict) -> str:
     """The report's data line: what the run trained on (runner.config.describe_dataset's kind and path, when the
     run's config.json names them) and the transitions loaded (with slices: the first slice's times their number)."""
     slices = data.get("slices", 1)
-    counted = f"{slices} slices, about {data['transitions']:,} transitions" if slices > 1 else f"{data['transitions']:,}"
-    counted += "" if slices > 1 else " transitions"
+    transitions = f"{data['transitions']:,} transitions"
+    counted = f"{slices} slices, about {transitions}" if slices > 1 else transitions
     if "kind" not in data:  # A run written before config.json named its data.
         return f"Training data: {counted}."
     return f"Training data: {data['kind']}, `{data['path']}` ({counted})."

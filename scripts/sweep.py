@@ -17,8 +17,8 @@ Methods with a single weight skip the held-out pass, and the method a training r
 (qgf's `qgf`, `fql`, `edp`: same estimator and best-of-N, reset seed 1000·seed) takes its reported
 numbers from the run's own final evaluation instead of evaluating again.
 
-Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in `<run>/eval/<estimator>-bo<N>[-gs<L>-a<α>]-reset<R>/`
-(runner.run_dir.eval_tag).
+Run dirs are `<root>/<task>/<agent>/seed<seed>`; evaluations land in
+`<run>/eval/<estimator>-bo<N>[-gs<L>-a<α>]-reset<R>/` (runner.run_dir.eval_tag).
 A step whose output exists is skipped (a training run whose final checkpoint exists, an evaluation whose
 eval.csv exists), at submission and again when the job runs, so rerunning the command fills the holes
 and an interrupted training run resumes from its checkpoint. The local executor runs `--parallel` jobs

@@ -26,7 +26,8 @@ def test_a_tiny_run_leaves_every_artifact(finished_run):
     assert "0 (BC)" in report and "| 0.1 |" in report
     # The data it trained on, named in config.json (what it was to be) and data.json / report.md (what it loaded):
     # the tiny dataset's 2 episodes of 60 steps, 59 transitions each, under the demo's generated-data setting.
-    assert config["dataset"]["kind"] == "generated here" and config["dataset"]["path"].endswith("cube-single-play-v0.npz")
+    assert config["dataset"]["kind"] == "generated here"
+    assert config["dataset"]["path"].endswith("cube-single-play-v0.npz")
     data = json.load(open(os.path.join(finished_run, "data.json")))
     assert (data["kind"], data["transitions"], data["slices"]) == ("generated here", 2 * 59, 1)
     assert f"Training data: generated here, `{data['path']}` (118 transitions)." in report

@@ -195,4 +195,5 @@ def test_the_table_names_the_data_each_task_trained_on(tmp_path):
     run("b", "cube-single-play-singletask-task1-v0", generated, {**generated, "transitions": 118, "slices": 1})
     data = table.training_data(str(tmp_path))
     assert data["scene-play-singletask-task1-v0"] == ["100M slices, 100,000,000 transitions (`/d/scene-play-100m-v0`)"]
-    assert data["cube-single-play-singletask-task1-v0"] == ["generated here, 118 transitions (`/d/cube-single-play-v0.npz`)"]
+    cube = data["cube-single-play-singletask-task1-v0"]
+    assert cube == ["generated here, 118 transitions (`/d/cube-single-play-v0.npz`)"]

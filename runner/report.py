@@ -10,15 +10,55 @@ import matplotlib.pyplot as plt  # noqa: E402
 from runner.evaluation import headline_rows  # noqa: E402
 from runner.videos import format_video_links  # noqa: E402
 
+ESTIMATOR_METHODS = {"qgf": "QGF", "jacobian": "QGF-Jacobian", "noisy": "QFQL", "bptt": "BPTT", "none": "BC"}
+# Agents whose policy is their own: one evaluation, no guidance weight (EDP's guidance is optional, on top).
+OWN_POLICY_METHODS = {"fql": "FQL", "qam": "QAM", "dac": "DAC", "qsm": "QSM", "edp": "EDP", "cfgrl": "CFGRL"}
 
-def weight_label(weight: float, best_of_n: int = 1) -> str:
-    """Weight 0 is plain BC, or, with best-of-N, the highest-Q of N BC samples: not BC any more."""
+
+def method_label(
+    agent_name: str, estimator: str, best_of_n: int = 1, grad_steps: int = 0, grad_step_size: float = 0.0
+) -> str:
+    """The method an evaluation is, in the paper's words: `QGF`, `QFQL`, `BC`, `best-of-16`,
+    `GradStep L = 3, α = 0.01`, `QGF + best-of-4`, `FQL`, `EDP + QGF guidance`, `Robust-Q`, ..."""
+    if agent_name in OWN_POLICY_METHODS:
+        name = OWN_POLICY_METHODS[agent_name]
+        if agent_name == "edp" and estimator != "none":
+            name += f" + {ESTIMATOR_METHODS[estimator]} guidance"
+    elif agent_name == "robust_q":
+        name = "Robust-Q"
+    else:
+        name = ESTIMATOR_METHODS[estimator]
+        if agent_name == "gcqgf":
+            name = f"goal-conditioned {name}"
+    if grad_steps:
+        step = f"GradStep L = {grad_steps}, α = {grad_step_size:g}"
+        name = step if name == "BC" else f"{name} + {step}"
+    if best_of_n > 1:
+        name = f"best-of-{best_of_n}" if name == "BC" else f"{name} + best-of-{best_of_n}"
+    return name
+
+
+def zero_weight_label(
+    agent_name: str, estimator: str = "none", best_of_n: int = 1, grad_steps: int = 0, grad_step_size: float = 0.0
+) -> str:
+    """What the row of guidance weight 0 is: BC (or its best-of-N, or GradStep after it) for the guided flow agents,
+    the method's own policy (`— (FQL)`) for an agent with no guidance weight."""
+    if agent_name in OWN_POLICY_METHODS:
+        own = method_label(agent_name, "none", best_of_n)
+        return f"— ({own})" if estimator == "none" else f"0 ({own})"
+    guided = "robust_q" if agent_name == "robust_q" else "qgf"
+    return f"0 ({method_label(guided, 'none', best_of_n, grad_steps, grad_step_size)})"
+
+
+def weight_label(weight: float, best_of_n: int = 1, zero: str | None = None) -> str:
+    """A weight, and for w = 0 what its row is (`zero`, else BC or, with best-of-N, the highest-Q of N BC samples:
+    not BC any more)."""
     if weight != 0:
         return f"{weight:g}"
-    return "0 (BC)" if best_of_n == 1 else f"0 (best-of-{best_of_n})"
+    return zero or zero_weight_label("qgf", "none", best_of_n)
 
 
-def format_table(rows: list[dict], best_of_n: int = 1) -> str:
+def format_table(rows: list[dict], best_of_n: int = 1, zero: str | None = None) -> str:
     lines = [
         "| guidance weight | success | ± s.e. | return | ± s.e. | length | episodes |",
         "|---|---|---|---|---|---|---|",
@@ -29,14 +69,14 @@ def format_table(rows: list[dict], best_of_n: int = 1) -> str:
     for r in rows:
         mark = " ◀ best" if r is best else ""
         lines.append(
-            f"| {weight_label(r['guidance_weight'], best_of_n)} | {r['success']:.3f}{mark} | "
+            f"| {weight_label(r['guidance_weight'], best_of_n, zero)} | {r['success']:.3f}{mark} | "
             f"{r['success_stderr']:.3f} | {r['return']:.1f} | {r.get('return_stderr', float('nan')):.1f} | "
             f"{r['length']:.0f} | {r['episodes']} |"
         )
     return "\n".join(lines)
 
 
-def format_task_table(rows: list[dict], best_of_n: int = 1) -> str:
+def format_task_table(rows: list[dict], best_of_n: int = 1, zero: str | None = None) -> str:
     """Success per weight (rows) and evaluation task (columns), for goal-conditioned envs."""
     tasks = [t for t in dict.fromkeys(r["task"] for r in rows) if t != "all"]
     weights = list(dict.fromkeys(r["guidance_weight"] for r in rows))
@@ -47,7 +87,7 @@ def format_task_table(rows: list[dict], best_of_n: int = 1) -> str:
     ]
     for w in weights:
         cells = " | ".join(f"{success[(w, t)]:.2f}" for t in tasks)
-        lines.append(f"| {weight_label(w, best_of_n)} | {cells} | {success[(w, 'all')]:.3f} |")
+        lines.append(f"| {weight_label(w, best_of_n, zero)} | {cells} | {success[(w, 'all')]:.3f} |")
     return "\n".join(lines)
 
 
@@ -93,17 +133,23 @@ def write_report(
     mask_convention: str | None,
     command: str,
     data_line: str = "",
+    grad_steps: int = 0,
+    grad_step_size: float = 0.0,
     videos: list[dict] | None = None,
 ) -> str:
     """Writes report.md and success_vs_weight.png into `run_dir`; returns the markdown table(s). `videos`
     (runner.videos.write_videos' entries) are linked in a section of their own."""
     rows = headline_rows(all_rows)
-    table = format_table(rows, best_of_n)
+    zero = zero_weight_label(agent_name, estimator, best_of_n, grad_steps, grad_step_size)
+    method = method_label(agent_name, estimator, best_of_n, grad_steps, grad_step_size)
+    table = format_table(rows, best_of_n, zero)
     if len(rows) != len(all_rows):
-        table += "\n\nSuccess per evaluation task:\n\n" + format_task_table(all_rows, best_of_n)
+        table += "\n\nSuccess per evaluation task:\n\n" + format_task_table(all_rows, best_of_n, zero)
     text = (
-        f"# {agent_name} on {env_name}, step {step}\n\n"
-        f"Estimator `{estimator}`, best-of-{best_of_n}. Every weight ran the same reset seeds; "
+        f"# {method}: {agent_name} on {env_name}, step {step}\n\n"
+        f"Method: {method} (agent `{agent_name}`, estimator `{estimator}`, best-of-{best_of_n}"
+        + (f", GradStep L = {grad_steps}, α = {grad_step_size:g}" if grad_steps else "")
+        + "). Every weight ran the same reset seeds; "
         "'best' is chosen on these same episodes, so it is optimistic: choose a weight on held-out seeds "
         "before quoting one number.\n\n"
         + (f"{data_line}\n\n" if data_line else "")
@@ -123,11 +169,11 @@ def write_report(
     ax.errorbar(
         positions, [r["success"] for r in rows], yerr=[r["success_stderr"] for r in rows], marker="o", capsize=3
     )
-    ax.set_xticks(list(positions), [weight_label(r["guidance_weight"], best_of_n) for r in rows])
+    ax.set_xticks(list(positions), [weight_label(r["guidance_weight"], best_of_n, zero) for r in rows])
     ax.set_xlabel("guidance weight w")
     ax.set_ylabel(f"success ({rows[0]['episodes']} episodes)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{agent_name} ({estimator}) on {env_name}", fontsize=9)
+    ax.set_title(f"{method} on {env_name}", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(run_dir, "success_vs_weight.png"), dpi=120)
     plt.close(fig)

@@ -101,6 +101,8 @@ class Session:
                 best_of_n=config.best_of_n,
                 mask_convention=config.get("mask_convention"),
                 data_line=self.data_line,
+                grad_steps=config.get("grad_steps", 0),
+                grad_step_size=config.get("grad_step_size", 0.0),
                 command=plan.command,
                 videos=videos,
             )

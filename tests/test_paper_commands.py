@@ -197,3 +197,18 @@ def test_the_table_names_the_data_each_task_trained_on(tmp_path):
     assert data["scene-play-singletask-task1-v0"] == ["100M slices, 100,000,000 transitions (`/d/scene-play-100m-v0`)"]
     cube = data["cube-single-play-singletask-task1-v0"]
     assert cube == ["generated here, 118 transitions (`/d/cube-single-play-v0.npz`)"]
+
+
+def test_every_report_row_names_the_method_that_produced_it():
+    from runner.report import format_table, method_label, zero_weight_label
+
+    row = dict(guidance_weight=0.0, success=0.5, success_stderr=0.1, **{"return": -1.0}, length=100, episodes=4)
+    assert zero_weight_label("qgf", "qgf") == "0 (BC)" and zero_weight_label("qgf", "none", 8) == "0 (best-of-8)"
+    for agent, label in (("fql", "— (FQL)"), ("qam", "— (QAM)"), ("dac", "— (DAC)"), ("edp", "— (EDP)")):
+        table = format_table([row], zero=zero_weight_label(agent))
+        assert f"| {label} |" in table and "BC" not in table
+    gradstep = zero_weight_label("qgf", "none", 1, 3, 0.01)
+    assert gradstep == "0 (GradStep L = 3, α = 0.01)" and "BC" not in gradstep
+    assert method_label("qgf", "none", 1, 3, 0.01) == "GradStep L = 3, α = 0.01"
+    assert method_label("qgf", "noisy") == "QFQL" and method_label("qgf", "qgf", 4) == "QGF + best-of-4"
+    assert method_label("edp", "qgf") == "EDP + QGF guidance" and zero_weight_label("edp", "qgf") == "0 (EDP)"

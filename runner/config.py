@@ -77,7 +77,8 @@ class RunPlan:
     """Every setting of a run, resolved. Seed i trains into `train_dirs[i]` (whose config.json is
     `seed_configs[i]`) and writes its evaluation logs and report into `out_dirs[i]` (the same dir when
     training; `<run dir>/eval/<estimator>-bo<N>[-gs<L>-a<α>]-reset<seed>` when evaluating a saved run, see
-    runner.run_dir.eval_tag)."""
+    runner.run_dir.eval_tag, with `-v<hash>` added when that folder holds an evaluation of other settings:
+    evaluation_dir)."""
 
     agent_name: str
     preset: str
@@ -346,7 +347,8 @@ def resolve(options: Options) -> RunPlan:
     train_dirs = [_seed_run_dir(options, s, c) for s, c in zip(seeds, seed_configs, strict=True)]
     grad_step = (config.get("grad_steps", 0), config.get("grad_step_size", 0.0))
     tag = eval_tag(config.estimator, config.best_of_n, reset_seeds[0], *grad_step)
-    out_dirs = [os.path.join(d, "eval", tag) if saved else d for d in train_dirs]
+    settings = evaluation_settings(config, weights, run, reset_seeds[0]) if saved else None
+    out_dirs = [evaluation_dir(os.path.join(d, "eval", tag), settings) if saved else d for d in train_dirs]
     tasks = 1 if envs.parse_name(env_name).singletask else NUM_EVAL_TASKS
     problem = check_videos_per_weight(options.eval_videos, tasks, run.eval_episodes)
     if problem:
@@ -378,6 +380,38 @@ def resolve(options: Options) -> RunPlan:
         eval_videos=options.eval_videos,
         wandb=wandb,
     )
+
+
+EVALUATION_FILE = "evaluation.json"  # in an eval dir: the settings its numbers come from (evaluation_settings)
+
+
+def evaluation_settings(config: ml_collections.ConfigDict, weights: list, run, reset_seed: int) -> dict:
+    """Every setting an `--eval_only` evaluation's numbers depend on: the agent's config (estimator, best-of-N,
+    GradStep, steps, critics, ...), the weights, the episodes and their first reset seed."""
+    weights = [float(w) for w in weights]
+    return {"agent_config": to_plain(config), "guidance_weights": weights, "eval_episodes": run.eval_episodes} | {
+        "eval_reset_seed": reset_seed
+    }
+
+
+def evaluation_dir(base: str, settings: dict) -> str:
+    """Where an evaluation with `settings` goes: `base` (the folder of runner.run_dir.eval_tag) when it is free or
+    holds an evaluation of the same settings (a rerun, which replaces it), else `base-v<hash of the settings>`, so
+    an evaluation with other weights, episodes or agent settings never replaces an earlier one. A folder with
+    results but no record of its settings (written before evaluation.json) counts as other settings."""
+    path = os.path.join(base, EVALUATION_FILE)
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except FileNotFoundError:
+        earlier = None if not os.path.exists(os.path.join(base, "eval.csv")) else {}
+    except (OSError, ValueError):
+        earlier = {}
+    if earlier is None or earlier == settings:
+        return base
+    variant = f"{base}-v{config_hash(settings)}"
+    print(f"note: {base} holds an evaluation with other settings; this one goes to {variant}", flush=True)
+    return variant
 
 
 def dry_run_view(plan: RunPlan) -> dict:

@@ -29,7 +29,8 @@ def eval_tag(estimator: str, best_of_n: int, reset_seed: int, grad_steps: int = 
     return f"{estimator}-bo{best_of_n}{grad_step}-reset{reset_seed}"
 
 
-# Folders written before GradStep's α joined the name (`-gs<L>-reset<R>`) still parse, with no α.
+# Folders written before GradStep's α joined the name (`-gs<L>-reset<R>`) still parse, with no α. A `-v<hash>`
+# variant (runner.config.evaluation_dir: other weights, episodes or settings than the folder's first) does not.
 EVAL_TAG = re.compile(
     r"^(?P<estimator>.+?)-bo(?P<best_of_n>\d+)"
     r"(?:-gs(?P<grad_steps>\d+)(?:-a(?P<grad_step_size>[0-9.e+-]+?))?)?-reset(?P<reset>\d+)$"

@@ -14,7 +14,7 @@ import agents
 import configs
 import envs
 from agents.training import over_seeds
-from runner.config import RunPlan
+from runner.config import EVALUATION_FILE, RunPlan, evaluation_settings
 from runner.devices import Placement, placement
 from runner.evaluation import make_sweep_evaluator
 from runner.report import format_data, write_report
@@ -161,6 +161,9 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
             write_config(train_dir, seed_config, plan.allow_config_change)
     for d in plan.out_dirs:
         os.makedirs(d, exist_ok=True)
+    if plan.eval_only:  # What the numbers in it come from: a later evaluation of other settings goes beside it.
+        settings = evaluation_settings(plan.config, plan.weights, plan.run, plan.reset_seeds[0])
+        write_json(os.path.join(plan.out_dirs[0], EVALUATION_FILE), settings)
     where = placement(len(plan.seeds), plan.config.batch_size)
     mapped = " (seeds mapped one after another)" if len(plan.seeds) > 1 and plan.batching == "map" else ""
     print(

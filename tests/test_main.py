@@ -52,6 +52,16 @@ def test_eval_only_reproduces_the_eval_row(finished_run):
     original = read_csv(os.path.join(finished_run, "eval.csv"))
     again = read_csv(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "eval.csv"))
     assert again == original
+    # Another weight: its numbers go beside the first evaluation, which stays as it was; a rerun of either setting
+    # finds its own folder again.
+    other = run_main("--eval_only", f"--restore={finished_run}", "--progress=false", "--guidance_weights=0.3")
+    variants = [d for d in os.listdir(os.path.join(finished_run, "eval")) if d.startswith("qgf-bo1-reset0-v")]
+    assert len(variants) == 1 and f"this one goes to {os.path.join(finished_run, 'eval', variants[0])}" in other.stdout
+    assert read_csv(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "eval.csv")) == original
+    moved = read_csv(os.path.join(finished_run, "eval", variants[0], "eval.csv"))
+    assert [float(r["guidance_weight"]) for r in moved] == [0.3]
+    run_main("--eval_only", f"--restore={finished_run}", "--progress=false")
+    assert len(os.listdir(os.path.join(finished_run, "eval"))) == 2
 
 
 def test_goal_conditioned_run_writes_per_task_results(tiny_dataset_dir, tmp_path):

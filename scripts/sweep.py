@@ -315,7 +315,11 @@ def parse_args(argv=None):
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per SLURM job")
     parser.add_argument("--cpus", type=int, default=8, help="CPUs per SLURM job")
     parser.add_argument("--poll_s", type=float, default=2.0)
-    parser.add_argument("--dry_run", action="store_true", help="print the commands still to run, launch nothing")
+    parser.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="check every training command with main.py --dry_run, print the commands still to run, launch nothing",
+    )
     args = parser.parse_args(argv)
     study = args.preset == "study"
     if args.methods is None:
@@ -325,12 +329,29 @@ def parse_args(argv=None):
     return args
 
 
+def check_training_flags(jobs: list) -> None:
+    """Resolves every training command of the grid with `main.py --dry_run` (no data, no compilation, nothing
+    written); raises SystemExit naming each cell whose flags main.py refuses, with main.py's own `error:` line.
+    Evaluations are not checked: they restore runs that do not exist yet."""
+    refused = []
+    for steps in jobs:
+        process = subprocess.run([*steps[0].argv, "--dry_run"], cwd=ROOT, capture_output=True, text=True)
+        if process.returncode != 0:
+            lines = process.stderr.strip().splitlines() or [f"main.py exited with {process.returncode}"]
+            error = next((line for line in lines if line.startswith("error:")), lines[-1])
+            refused.append(f"{steps[0].run}: {error}")
+    if refused:
+        raise SystemExit(f"{len(refused)} of {len(jobs)} training command(s) refused:\n" + "\n".join(refused))
+    print(f"main.py --dry_run accepts the {len(jobs)} training command(s).", flush=True)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     jobs = plan(args)
     todo = [steps for steps in jobs if not all(step.done() for step in steps)]
     print(f"{len(jobs)} jobs in the grid, {len(jobs) - len(todo)} already done.", flush=True)
     if args.dry_run:
+        check_training_flags(jobs)
         for steps in todo:
             for step in steps:
                 if not step.done():

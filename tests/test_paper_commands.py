@@ -212,3 +212,16 @@ def test_every_report_row_names_the_method_that_produced_it():
     assert method_label("qgf", "none", 1, 3, 0.01) == "GradStep L = 3, α = 0.01"
     assert method_label("qgf", "noisy") == "QFQL" and method_label("qgf", "qgf", 4) == "QGF + best-of-4"
     assert method_label("edp", "qgf") == "EDP + QGF guidance" and zero_weight_label("edp", "qgf") == "0 (EDP)"
+
+
+def test_sweep_dry_run_checks_every_training_command_with_main(tmp_path, capsys):
+    task = "scene-play-singletask-task1-v0"
+    root = f"--root={tmp_path}"
+    with pytest.raises(SystemExit) as refused:
+        sweep.main([f"--tasks={task}", "--methods=bc,fql", "--train_steps=200", root, "--dry_run"])
+    message = str(refused.value)
+    assert message.startswith("2 of 2 training command(s) refused:")
+    assert "error: --train_steps=200 must be a multiple of --steps_per_call=1000" in message
+    sweep.main([f"--tasks={task}", "--methods=bc", root, "--dry_run"])
+    assert "main.py --dry_run accepts the 1 training command(s)." in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())  # Nothing was written.

@@ -12,6 +12,9 @@ parameter counts at paper size (4×1024). A documented difference (README's "Dif
 shows as its own `documented` row with its size; what the official code cannot run as released shows as a failed
 row, and the same check with the smallest fix applied (at run time, by bench/parity_official.py) beside it.
 
+Methods: qgf with the estimators qgf / jacobian / noisy / none, best-of-N, GradStep, EDP, FQL, CFGRL, Robust-Q, DAC and
+QSM (NOT_COMPARED lists what is not yet).
+
 Prints one table and writes it with the command, both environments' versions and the date to `--out`
 (docs/parity.md). Float32 and `jax_default_matmul_precision="highest"` on both sides.
 """
@@ -36,10 +39,27 @@ import numpy as np  # noqa: E402
 import agents  # noqa: E402
 import configs  # noqa: E402
 from agents import fql as our_fql  # noqa: E402
-from bench.parity_pieces import Row, compare, counts, failure, leaves, overall, table, transplant, unflatten  # noqa: E402
+from agents.losses import flow_interpolation  # noqa: E402
+from bench.parity_pieces import (  # noqa: E402
+    Row,
+    compare,
+    counts,
+    failure,
+    leaves,
+    max_abs_difference,
+    overall,
+    table,
+    transplant,
+    transplant_by_name,
+    unflatten,
+)
 from envs.chunks import chunks_at, to_device_dataset  # noqa: E402
 
 OFFICIAL_COMMIT = "bc44a67"
+# Methods of the paper this harness does not compare yet, written into docs/parity.md.
+NOT_COMPARED = ("QAM (its ModuleDict of six networks, the adjoint's draws and the released sample_actions failure "
+                "still need their mapping here); BPTT (no official implementation runs: it calls an undefined "
+                "`_bc_flow_from`)")
 ACTION_TOLERANCE = 1e-4  # The issue's: actions within 1e-4.
 PARAM_TOLERANCE = 1e-5  # Parameters after three updates within 1e-5.
 # Network outputs on the same parameters. Not 1e-5: the sinusoidal time embedding's frequencies are 10⁴^(−k/8) here
@@ -62,7 +82,7 @@ README_BC = "README: BC loss of the qgf base (and EDP) weighted by each action's
 README_FQL = "README: FQL's L_flow and L_distill weighted per action (official: per chunk, w_b)"
 README_ROBUST_Q = "README: Robust-Q's guidance per sample (official: ∇ of the batch mean, i.e. divided by B)"
 README_PADDING = ("README: chunk actions past an episode's end repeat its last action (official: the next "
-                  "trajectory's actions); they only enter losses with weight 0, except unweighted BC (see BC row)")
+                  "trajectory's actions); they matter only in losses that ignore `valid`")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,7 +175,11 @@ def sampler_dataset(rng: np.random.Generator) -> dict:
 # Methods: our agent and config, the official agent and config, and how their networks and losses correspond.
 # ---------------------------------------------------------------------------------------------------------------
 
-WEIGHTS = (0.0, 0.1, 1.0, 10.0)  # Large weights too: the untrained critic's gradients are small.
+# The paper's largest weight, and larger ones: the untrained critic's gradients are small, so that guidance must visibly
+# move the actions (a `guidance moves actions` row checks it) for the comparison to mean anything.
+WEIGHTS = (0.0, 0.12, 1.0, 3.0)
+CFGRL_THRESHOLD = -1.5
+GUIDANCE_EFFECT = 1e-3  # The least max |a(w) − a(0)| for the comparison at w to test the guidance term.
 QGF_NETWORKS = {"policy": "policy", "critic": "critic", "target_critic": "target_critic", "value": "value"}
 QGF_FORWARD = {
     "policy": {"network": "policy", "kind": "velocity"},
@@ -163,7 +187,9 @@ QGF_FORWARD = {
     "value": {"network": "value", "kind": "v"},
 }
 # Our update's metric names and the official ones (keys of its update's info).
-QGF_LOSSES = {"policy/bc_loss": "bc_loss", "critic/loss": "critic_loss", "value/loss": "value_loss", "value/v_mean": "v"}
+QGF_LOSSES = {
+    "policy/bc_loss": "bc_loss", "critic/loss": "critic_loss", "value/loss": "value_loss", "value/v_mean": "v"
+}
 
 
 def official_qgf_config(hidden, **extra) -> dict:
@@ -236,6 +262,7 @@ def methods(hidden) -> list[dict]:
         act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, draws=[("normal", "noise")]), update=True,
         # The official FQL threads its keys differently: its draws are replaced, in call order, by ours.
         draws=[("normal", "flow_noise"), ("uniform", "flow_times"), ("normal", "actor_noise"), ("normal", None)],
+        draw_fn=fql_draws,
         losses={"critic/loss": "critic/critic_loss", "value/loss": "value/value_loss", "policy/bc_loss":
                 "actor/bc_flow_loss", "actor/distill_loss": "actor/distill_loss", "actor/q_loss": "actor/q_loss",
                 "actor/q_mean": "actor/q", "actor/loss": "actor/actor_loss"},
@@ -243,6 +270,64 @@ def methods(hidden) -> list[dict]:
                     "loss crossing/policy/bc_loss": README_FQL, "loss crossing/actor/distill_loss": README_FQL,
                     "loss crossing/actor/loss": README_FQL},
     ))
+    out.append(dict(
+        # A threshold below 0 so that the untrained networks' advantages label some chunks positive (at 0 none is,
+        # and the label-1 loss would go untested).
+        name="cfgrl", ours=("cfgrl", {"advantage_threshold": CFGRL_THRESHOLD}), store="separate",
+        networks={"policy": "actor", "critic": "critic", "target_critic": "target_critic", "value": "value"},
+        official=("agents.cfgrl", "CFGRLAgent", official_qgf_config(hidden, actor_layer_norm=True,
+                                                                     adv_threshold=CFGRL_THRESHOLD)),
+        forward={
+            "policy label 0": {"network": "actor", "kind": "labelled_velocity", "label": 0, "ours": "policy"},
+            "policy label 1": {"network": "actor", "kind": "labelled_velocity", "label": 1, "ours": "policy"},
+            "critic": {"network": "critic", "kind": "q"},
+            "value": {"network": "value", "kind": "v"},
+        },
+        act=dict(weights=(0.0, 1.0, 3.0, 15.0), best_of_n=(1, 4)), update=True,
+        losses={"policy/loss": "actor_loss", "policy/positive_fraction": "actor_positive_ratio",
+                "critic/loss": "critic_loss", "value/loss": "value_loss", "value/v_mean": "v"},
+    ))
+    out.append(dict(
+        name="robust_q", ours=("robust_q", {}), store="separate",
+        networks={"base.policy": "policy", "base.critic": "critic", "base.target_critic": "target_critic",
+                  "base.value": "value", "robust_critic": "robust_critic"},
+        official=("agents.robust_q", "RobustQAgent", official_qgf_config(hidden)),
+        forward={
+            "policy": {"network": "policy", "kind": "velocity", "ours": "base.policy"},
+            "critic": {"network": "critic", "kind": "q", "ours": "base.critic"},
+            "value": {"network": "value", "kind": "v", "ours": "base.value"},
+            "robust_critic": {"network": "robust_critic", "kind": "noise_critic"},
+        },
+        act=dict(weights=WEIGHTS, best_of_n=(1,), official_scale=ACT_BATCH), update=True,
+        # Ours keeps qgf's and Q_ρ's keys apart; the official draws (in qgf's policy loss, then Q_ρ's) are ours.
+        draws=[("normal", "policy_noise"), ("randint", "policy_steps"), ("normal", "robust_noise"),
+               ("uniform", "robust_times")],
+        draw_modules=["agents.qgf", "agents.robust_q"], draw_fn=robust_q_draws,
+        losses={**QGF_LOSSES, "robust_critic/loss": "robust_critic_loss", "robust_critic/q_mean": "robust_q_mean"},
+        documented={"crossing/base.policy": README_BC, "loss crossing/policy/bc_loss": README_BC},
+    ))
+    for loss_type in ("dac", "qsm"):
+        out.append(dict(
+            name=loss_type, ours=(loss_type, {"alpha": 3.0}), store="module_dict", by_name=("policy",),
+            networks={"policy": "actor", "critic": "critic", "target_critic": "target_critic", "value": "value"},
+            official=("agents.dcgql", "DCGQLAgent", {
+                "actor_hidden_dims": list(hidden), "value_hidden_dims": list(hidden), "horizon_length": HORIZON,
+                "action_chunking": True, "discount": 0.999, "expectile": 0.9, "critic_loss_type": "iql",
+                "num_qs": 2, "rho": 0.0, "actor_loss_type": loss_type, "alpha": 3.0, "inv_temp": 0.1,
+            }),
+            forward={
+                "policy": {"network": "actor", "kind": "noise_predictor"},
+                "critic": {"network": "critic", "kind": "q"},
+                "value": {"network": "value", "kind": "v"},
+            },
+            # x_K, then one re-noising draw per step k = K..1 (the last is multiplied by 0 there, absent here).
+            act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, clip_official=True,
+                     draws=[("normal", f"noise/{k}") for k in range(10)] + [("normal", None)]),
+            update=True,
+            draws=[("randint", "steps"), ("normal", "noise")], draw_fn=ddpm_draws,
+            losses={"policy/bc_loss": "actor/bc_loss", "actor/q_loss": "actor/actor_loss",
+                    "critic/loss": "critic/critic_loss", "value/loss": "value/value_loss"},
+        ))
     return out
 
 
@@ -252,11 +337,58 @@ def with_best_of_n(config, n: int):
     return config
 
 
+def released_failure(check: str, report: dict, label: str) -> Row:
+    """The official code failing a step: `documented` when the driver had a fix for it (README lists Robust-Q's and
+    QAM's failures as released), `fail` otherwise."""
+    error = report["errors"][label]
+    if label in report["fixed"]:
+        return Row(f"{check} (as released)", None, None, "documented", f"README: fails as released: {error}")
+    return failure(f"{check} (as released)", error)
+
+
+def field_of(state, dotted: str):
+    """`state.a.b` for 'a.b' (Robust-Q keeps qgf's networks in `state.base`)."""
+    for part in dotted.split("."):
+        state = getattr(state, part)
+    return state
+
+
+def with_field(state, dotted: str, value):
+    head, _, rest = dotted.partition(".")
+    return state.replace(**{head: with_field(getattr(state, head), rest, value) if rest else value})
+
+
 def documented_note(method: dict, check: str) -> str:
     for prefix, note in method.get("documented", {}).items():
         if check.startswith(prefix):
             return note
     return ""
+
+
+def flow_draws(key, clean, steps):
+    """(a_0, t) of agents.losses.flow_interpolation(key, clean, steps)."""
+    _, times, target = flow_interpolation(key, clean, steps)
+    return np.asarray(clean - target), np.asarray(times)
+
+
+def robust_q_draws(state, batch, config) -> dict:
+    """The random inputs of our Robust-Q update: qgf's flow-matching (a_0, t) from the base state's key, then Q_ρ's
+    (a_0, t ~ U(0, 1)) from the Robust-Q state's own key."""
+    clean = batch["actions"].reshape(BATCH, -1)
+    policy_noise, policy_times = flow_draws(jax.random.split(state.base.rng)[1], clean, config.denoising_steps)
+    robust_noise, robust_times = flow_draws(jax.random.split(state.rng)[1], clean, None)
+    return {"policy_noise": policy_noise, "policy_steps": np.rint(policy_times * config.denoising_steps).astype(
+        np.int32), "robust_noise": robust_noise, "robust_times": robust_times}
+
+
+def ddpm_draws(state, batch, config) -> dict:
+    """The denoising steps k and noise ε our DAC / QSM update draws (agents/ddpm.py's policy loss)."""
+    step_key, noise_key = jax.random.split(jax.random.split(state.rng)[1])
+    clean = batch["actions"].reshape(BATCH, -1)
+    return {
+        "steps": np.asarray(jax.random.randint(step_key, (BATCH,), 1, config.denoising_steps + 1)),
+        "noise": np.asarray(jax.random.normal(noise_key, clean.shape, clean.dtype)),
+    }
 
 
 def fql_draws(state, batch, config) -> dict:
@@ -283,21 +415,26 @@ class OurMethod:
         self.config = our_config(agent_name, hidden, **overrides)
         self.agent_name = agent_name
         self.agent = agents.make(agent_name, self.config)
-        example = {k: jnp.asarray(v) for k, v in batches["whole"].items() if k != "terminals"}
-        self.state = self.agent.init(jax.random.PRNGKey(0), example)
+        self.state = self.agent.init(jax.random.PRNGKey(0), self.batch("whole"))
         self.update_key = jax.random.PRNGKey(11)
+        if not method.get("draws"):  # Both sides update from this key (the official agent's is set to it too).
+            self.state = self.state.replace(rng=self.update_key)
         self.inputs = {
             "example/observations": batches["whole"]["observations"][:1],
             "example/actions": batches["whole"]["actions"][:1, 0],
             "forward/observations": rng.normal(size=(BATCH, OBS)).astype(np.float32),
             "forward/actions": rng.uniform(-1, 1, (BATCH, HORIZON * ACTION)).astype(np.float32),
             "forward/times": (np.arange(BATCH) % 11 / 10).astype(np.float32),
+            "forward/steps": (np.arange(BATCH) % 10 + 1).astype(np.int32),
             "act/observations": rng.normal(size=(ACT_BATCH, OBS)).astype(np.float32),
             "act/key": np.asarray(jax.random.PRNGKey(5)),
             # The noise our act draws from act/key (replayed where the official sampler threads its key otherwise).
             "act/noise": np.asarray(jax.random.normal(jax.random.PRNGKey(5), (ACT_BATCH, HORIZON * ACTION))),
             "update/rng": np.asarray(self.update_key),
         }
+        # DAC / QSM's act draws x_K and every re-noising draw at once, [K, B, D].
+        ddpm_noise = jax.random.normal(jax.random.PRNGKey(5), (10, ACT_BATCH, HORIZON * ACTION))
+        self.inputs.update({f"act/noise/{k}": np.asarray(ddpm_noise[k]) for k in range(10)})
         for name, batch in batches.items():
             self.inputs.update({f"batch/{name}/{k}": v for k, v in batch.items()})
         if method.get("draws"):
@@ -309,32 +446,42 @@ class OurMethod:
     def add_draws(self):
         update = jax.jit(self.agent.update)
         for name in self.batches:
-            state = self.state.replace(rng=self.update_key)
+            state = self.state
             for step in range(UPDATE_STEPS):
-                draws = fql_draws(state, self.batch(name), self.config)
+                draws = self.method["draw_fn"](state, self.batch(name), self.config)
                 self.inputs.update({f"draws/{name}/{step}/{k}": v for k, v in draws.items()})
                 state, _ = update(state, self.batch(name))
 
+    def official_weights(self) -> list:
+        scale = self.method["act"].get("official_scale")
+        weights = list(self.method["act"]["weights"])
+        return weights + [w * scale for w in weights if w] if scale else weights
+
     def case(self) -> dict:
         module, cls, config = self.method["official"]
+        act = {k: list(v) if isinstance(v, tuple) else v for k, v in self.method["act"].items()}
+        act["weights"] = self.official_weights()
         return {
             "name": self.method["name"], "module": module, "class": cls, "config": config, "seed": 0,
             "store": self.method["store"], "networks": sorted(set(self.method["networks"].values())),
-            "forward": self.method["forward"],
-            "act": {k: list(v) if isinstance(v, tuple) else v for k, v in self.method["act"].items()},
+            "forward": self.method["forward"], "act": act,
             "update": {"batches": list(self.batches) if self.method["update"] else [], "steps": UPDATE_STEPS,
-                       "draws": self.method.get("draws")},
+                       "draws": self.method.get("draws"), "draw_modules": self.method.get("draw_modules")},
         }
 
+    def transplant(self, official: dict, template: dict, field: str) -> dict:
+        if field in self.method.get("by_name", ()):
+            return transplant_by_name(official, template)
+        return transplant(official, template)
+
     def transplanted(self, official: dict):
-        """Our state holding the official initial parameters (and the update key both sides use)."""
-        fields = {}
+        """Our state holding the official initial parameters."""
+        state = self.state
         for ours, theirs in self.method["networks"].items():
-            template = getattr(self.state, ours).params
-            fields[ours] = getattr(self.state, ours).replace(
-                params=jax.tree_util.tree_map(jnp.asarray, transplant(unflatten(official, f"init/{theirs}"), template))
-            )
-        return self.state.replace(**fields, rng=self.update_key)
+            train_state = field_of(state, ours)
+            params = self.transplant(unflatten(official, f"init/{theirs}"), train_state.params, ours)
+            state = with_field(state, ours, train_state.replace(params=jax.tree_util.tree_map(jnp.asarray, params)))
+        return state
 
     def rows(self, official: dict, report: dict) -> list[Row]:
         name = self.method["name"]
@@ -356,17 +503,23 @@ class OurMethod:
         times = jnp.asarray(self.inputs["forward/times"])
         rows = []
         for ours_field, call in self.method["forward"].items():
-            train_state = getattr(state, ours_field)
-            if call["kind"] == "q":
-                out = train_state.apply_fn(train_state.params, obs, chunk)
-            elif call["kind"] == "v":
-                out = train_state.apply_fn(train_state.params, obs)
-            elif call["kind"] == "velocity":
-                out = train_state.apply_fn(train_state.params, obs, chunk, times)
-            elif call["kind"] == "one_step":
-                out = train_state.apply_fn(train_state.params, jnp.concatenate([obs, chunk], -1))
+            train_state = field_of(state, call.get("ours", ours_field))
+            apply, params = train_state.apply_fn, train_state.params
+            kind = call["kind"]
+            if kind == "q":
+                out = apply(params, obs, chunk)
+            elif kind == "v":
+                out = apply(params, obs)
+            elif kind in ("velocity", "noise_critic"):
+                out = apply(params, obs, chunk, times)
+            elif kind == "one_step":
+                out = apply(params, jnp.concatenate([obs, chunk], -1))
+            elif kind == "labelled_velocity":
+                out = apply(params, obs, jnp.full(obs.shape[:1], call["label"], jnp.int32), chunk, times)
+            elif kind == "noise_predictor":
+                out = apply(params, obs, chunk, jnp.asarray(self.inputs["forward/steps"]))
             else:
-                raise ValueError(call["kind"])
+                raise ValueError(kind)
             rows.append(compare(f"{self.method['name']}: forward {ours_field}", out,
                                 official[f"forward/{ours_field}"], FORWARD_TOLERANCE))
         return rows
@@ -374,19 +527,37 @@ class OurMethod:
     def act_rows(self, state, official, report) -> list[Row]:
         rows, name = [], self.method["name"]
         obs, key = jnp.asarray(self.inputs["act/observations"]), jnp.asarray(self.inputs["act/key"])
+        scale = self.method["act"].get("official_scale")
         for n in self.method["act"]["best_of_n"]:
             agent = self.agent if n == 1 else agents.make(self.agent_name, with_best_of_n(self.config, n))
             act = jax.jit(agent.act)
+            actions = {}
             for weight in self.method["act"]["weights"]:
                 label = f"act/w{weight}_n{n}"
                 check = f"{name}: actions w={weight:g}" + (f" best-of-{n}" if n > 1 else "")
                 if label in report["errors"]:
-                    rows.append(failure(check + " (as released)", report["errors"][label]))
+                    rows.append(released_failure(check, report, label))
                     if label not in report["fixed"]:
                         continue
                     check += f" (fixed: {report['fixed'][label]})"
-                ours = act(state, obs, key, guidance_weight=weight).reshape(ACT_BATCH, -1)
-                rows.append(compare(check, ours, official[label], ACTION_TOLERANCE, documented_note(self.method, check)))
+                actions[weight] = act(state, obs, key, guidance_weight=weight).reshape(ACT_BATCH, -1)
+                if scale and weight:
+                    rows.append(compare(f"{check}, official weight × {scale} (the batch mean's 1/B undone)",
+                                        actions[weight], official[f"act/w{weight * scale}_n{n}"], ACTION_TOLERANCE))
+                    rows.append(compare(f"{check}, official at the same weight", actions[weight], official[label],
+                                        ACTION_TOLERANCE, README_ROBUST_Q))
+                else:
+                    theirs = official[label]
+                    if self.method["act"].get("clip_official"):  # Its evaluation loop clips what the sampler returns.
+                        theirs = np.clip(theirs, -1.0, 1.0)
+                    rows.append(compare(check, actions[weight], theirs, ACTION_TOLERANCE,
+                                        documented_note(self.method, check)))
+            guided = [w for w in actions if w]
+            if 0.0 in actions and guided and self.method["act"].get("guidance", True):
+                effect = max_abs_difference(actions[max(guided)], actions[0.0])
+                rows.append(Row(f"{name}: guidance moves actions (w={max(guided):g} against w=0, n={n})", effect,
+                                GUIDANCE_EFFECT, "pass" if effect > GUIDANCE_EFFECT else "fail",
+                                "must exceed the tolerance, or the rows above test no guidance"))
         return rows
 
     def update_rows(self, state, official, report) -> list[Row]:
@@ -394,8 +565,7 @@ class OurMethod:
         update = jax.jit(self.agent.update)
         for batch_name in self.batches:
             if f"update/{batch_name}" in report["errors"]:
-                rows.append(failure(f"{name}: update on {batch_name} chunks (as released)",
-                                    report["errors"][f"update/{batch_name}"]))
+                rows.append(released_failure(f"{name}: update on {batch_name} chunks", report, f"update/{batch_name}"))
                 if f"update/{batch_name}" not in report["fixed"]:
                     continue
             fixed = report["fixed"].get(f"update/{batch_name}")
@@ -406,13 +576,16 @@ class OurMethod:
                 if step == 0:
                     rows += self.loss_rows(batch_name, metrics, report["losses"][f"update/{batch_name}/0"], suffix)
             for ours_field, theirs in self.method["networks"].items():
-                mine = leaves(jax.device_get(getattr(current, ours_field).params))
+                mine = field_of(current, ours_field).params
                 theirs_tree = unflatten(official, f"update/{batch_name}/{UPDATE_STEPS - 1}/{theirs}")
-                mapped = leaves(transplant(theirs_tree, getattr(current, ours_field).params))
-                delta = max(compare("", mine[p], mapped[p], PARAM_TOLERANCE).delta for p in mine)
+                mapped = leaves(self.transplant(theirs_tree, mine, ours_field))
+                mine = leaves(jax.device_get(mine))
+                deltas = {p: max_abs_difference(mine[p], mapped[p]) for p in mine}
+                worst = max(deltas, key=deltas.get)
                 check = f"{name}: {batch_name}/{ours_field} params after {UPDATE_STEPS} updates{suffix}"
-                rows.append(compare(check, [delta], [0.0], PARAM_TOLERANCE,
-                                    documented_note(self.method, f"{batch_name}/{ours_field}")))
+                row = compare(check, [deltas[worst]], [0.0], PARAM_TOLERANCE,
+                              documented_note(self.method, f"{batch_name}/{ours_field}"))
+                rows.append(row._replace(note=row.note or f"largest at {worst}" if row.verdict != "pass" else row.note))
         return rows
 
     def loss_rows(self, batch_name, metrics, official_losses, suffix) -> list[Row]:
@@ -426,7 +599,6 @@ class OurMethod:
             rows.append(compare(check, float(metrics[ours_name]), value, LOSS_TOLERANCE * max(1.0, abs(value)),
                                 documented_note(self.method, f"loss {batch_name}/{ours_name}")))
         return rows
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checks outside the methods.
@@ -477,6 +649,13 @@ def paper_size_cases() -> list[dict]:
          "store": "module_dict", "networks": ["actor_bc_flow", "actor_onestep_flow", "critic", "value"],
          "ours": "fql", "map": {"policy": "actor_bc_flow", "one_step": "actor_onestep_flow", "critic": "critic",
                                 "value": "value"}, **common},
+        {"name": "cfgrl", "module": "agents.cfgrl", "class": "CFGRLAgent", "config": base, "store": "separate",
+         "networks": ["actor", "critic", "value"], "ours": "cfgrl", "map": {"policy": "actor", "critic": "critic",
+                                                                            "value": "value"}, **common},
+        {"name": "robust_q", "module": "agents.robust_q", "class": "RobustQAgent", "config": base, "store": "separate",
+         "networks": ["policy", "critic", "value", "robust_critic"], "ours": "robust_q",
+         "map": {"base.policy": "policy", "base.critic": "critic", "base.value": "value",
+                 "robust_critic": "robust_critic"}, **common},
     ]
 
 
@@ -489,7 +668,7 @@ def our_paper_size_counts(case: dict) -> dict:
     }
     shapes = jax.eval_shape(lambda: agents.make(case["ours"], config).init(jax.random.PRNGKey(0), example))
     return {
-        theirs: int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(getattr(shapes, ours).params)))
+        theirs: int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(field_of(shapes, ours).params)))
         for ours, theirs in case["map"].items()
     }
 
@@ -516,11 +695,12 @@ def our_versions() -> dict:
                                                                                            "numpy")}}
 
 
-def run(checkout: Path, official_python: Path, size: str, workdir: Path) -> tuple[list[Row], dict]:
+def run(checkout: Path, official_python: Path, size: str, workdir: Path, names=()) -> tuple[list[Row], dict]:
     rng = np.random.default_rng(0)
     hidden = SIZES[size]
     batches = fixed_batches(rng)
-    ours = [OurMethod(m, hidden, batches, rng) for m in methods(hidden)]
+    chosen = [m for m in methods(hidden) if not names or m["name"] in names]
+    ours = [OurMethod(m, hidden, batches, np.random.default_rng(1)) for m in chosen]
     for method in ours:
         np.savez(workdir / f"{method.method['name']}.in.npz", **method.inputs)
     (workdir / "cases.json").write_text(json.dumps([m.case() for m in ours]))
@@ -549,9 +729,30 @@ def run(checkout: Path, official_python: Path, size: str, workdir: Path) -> tupl
     return rows, report["versions"]
 
 
-def document(rows: list[Row], command: str, versions: dict, official_versions: dict, under_our_pins: str) -> str:
+def under_our_pins(checkout: Path, workdir: Path) -> str:
+    """What happens when this project's python (its jax / flax) imports the official qgf agent and runs one update."""
+    driver = Path(__file__).with_name("parity_official.py")
+    done = subprocess.run([sys.executable, str(driver), str(checkout), str(workdir), "--probe"],
+                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    if done.returncode != 0:
+        return f"The probe itself failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
+    probe = json.loads((workdir / "probe.json").read_text())
+    versions = ", ".join(f"{k} {v}" for k, v in probe["versions"].items())
+    return (
+        f"Run by this project's python ({versions}) with the checkout on `sys.path`: importing the official "
+        f"`agents.qgf`: {probe['import']}; creating it and running one `update` and one `sample_actions` (tiny "
+        f"networks): {probe['run']}. `distrax` is imported only for the official Gaussian actors, which no compared "
+        f"method uses. With the official pins of distrax (0.1.5) and tensorflow-probability (0.25.0) added to this "
+        f"environment, the import fails inside tensorflow-probability's jax backend instead "
+        f"(`AttributeError: module 'jax.interpreters.xla' has no attribute 'pytype_aval_mappings'`, checked by hand "
+        f"on 2026-12-06): under jax 0.10 the official code runs only with distrax left out (or stubbed, as here)."
+    )
+
+
+def document(rows: list[Row], command: str, versions: dict, official_versions: dict, pins_section: str) -> str:
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    versions_line = lambda v: ", ".join(f"{k} {v[k]}" for k in ("python", "jax", "flax", "optax", "numpy"))  # noqa: E731
+    names = ("python", "jax", "flax", "optax", "numpy")
+    versions_line = lambda v: ", ".join(f"{k} {v[k]}" for k in names)  # noqa: E731
     return f"""# Numerical parity with the official code
 
 Written by `python -m bench.parity` on {today}: ours against zhouzypaul/qgf at commit {OFFICIAL_COMMIT}, each in its
@@ -564,13 +765,14 @@ own environment, float32 with matmul precision `highest` on both sides (CPU). Re
 
 What each check does is in bench/parity.py's docstring. `documented`: a difference listed in README's "Differences
 from the official code" table, shown with its size; `fail` rows of the official code as released come with the same
-check under the smallest fix (said in the row) beside them. Result: {counts(rows)}.
+check under the smallest fix (said in the row) beside them. Result: {counts(rows)}. Not compared yet:
+{NOT_COMPARED}.
 
 {table(rows)}
 
 ## The official code under this project's pins
 
-{under_our_pins}
+{pins_section}
 """
 
 
@@ -579,25 +781,31 @@ def main(argv=None) -> int:
     parser.add_argument("--official", required=True, type=Path, help="a checkout of zhouzypaul/qgf@bc44a67")
     parser.add_argument("--official_python", type=Path, default=None,
                         help="python of an environment with the official pins (default: make ./.official-venv)")
-    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="hidden sizes of the compared networks")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="hidden sizes of the networks")
+    parser.add_argument("--methods", default="", help="comma-separated method names to compare (default: all)")
     parser.add_argument("--out", default="docs/parity.md", help="the document written ('' for none)")
-    parser.add_argument("--under_our_pins", type=Path, default=None,
-                        help="a text file whose contents become docs/parity.md's section on our pins")
     args = parser.parse_args(argv)
     checkout = args.official.resolve()
     if not (checkout / "agents" / "qgf.py").exists():
-        print(f"error: {checkout} has no agents/qgf.py; --official must be a checkout of zhouzypaul/qgf@{OFFICIAL_COMMIT}")
+        print(f"error: {checkout} has no agents/qgf.py; --official must be a checkout of zhouzypaul/qgf@"
+              f"{OFFICIAL_COMMIT}")
         return 2
     python = args.official_python or make_official_python(checkout, Path(".official-venv").resolve())
     with tempfile.TemporaryDirectory(prefix="parity-") as workdir:
-        rows, official_versions = run(checkout, Path(python), args.size, Path(workdir))
+        known = [m["name"] for m in methods(SIZES["fast"])]
+        names = [n for n in args.methods.split(",") if n]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            print(f"error: unknown --methods {unknown}; choose from {known}")
+            return 2
+        rows, official_versions = run(checkout, Path(python), args.size, Path(workdir), names)
+        pins = under_our_pins(checkout, Path(workdir))
     print(table(rows))
-    print(f"\n{counts(rows)}: {overall(rows)}")
+    print(f"\n{counts(rows)}: {overall(rows)}\n\n{pins}")
     if args.out:
         command = "python -m bench.parity --official=<checkout> " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith(("--official", "--out"))
         )
-        pins = args.under_our_pins.read_text() if args.under_our_pins else "Not checked in this run."
         Path(args.out).write_text(document(rows, command.strip(), our_versions(), official_versions, pins))
         print(f"wrote {args.out}")
     return 0 if overall(rows) == "pass" else 1

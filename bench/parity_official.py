@@ -18,6 +18,7 @@ import traceback
 import numpy as np
 
 CHECKOUT, WORKDIR = sys.argv[1], sys.argv[2]
+PROBE = sys.argv[3:] == ["--probe"]  # Run by this project's python: does the official qgf run under our pins?
 sys.path.insert(0, CHECKOUT)
 
 import jax  # noqa: E402
@@ -77,17 +78,19 @@ class _Replaying:
 
 
 @contextlib.contextmanager
-def replayed_draws(module, draws: list):
+def replayed_draws(modules: list, draws: list):
     """Within the block, the official `module`'s random draws are the given ones, in call order: its losses then use
     the draws ours used, whatever their key threading. Runs under jax.disable_jit, so that every call happens (and is
     answered) in program order; draws made by other modules (flax's) are untouched."""
     queue = list(draws)
-    module.jax = _Replaying(queue)
+    for module in modules:
+        module.jax = _Replaying(queue)
     try:
         with jax.disable_jit():
             yield
     finally:
-        module.jax = jax
+        for module in modules:
+            module.jax = jax
     if queue:
         raise RuntimeError(f"{len(queue)} replayed draws were not used")
 
@@ -107,12 +110,10 @@ def as_batch(arrays: dict, name: str) -> dict:
 
 
 class SeparateStates:
-    """qgf, grad_step, edp, robust_q, cfgrl: one TrainState per network, as fields of the agent."""
+    """qgf, grad_step, edp, robust_q, cfgrl: one TrainState per network (`names`), as fields of the agent."""
 
-    fields = ("policy", "critic", "target_critic", "value")
-
-    def __init__(self, extra=()):
-        self.fields = SeparateStates.fields + tuple(extra)
+    def __init__(self, names):
+        self.fields = tuple(names)
 
     def params(self, agent) -> dict:
         return {name: getattr(agent, name).params for name in self.fields}
@@ -153,9 +154,10 @@ def forward(case, agent, store, arrays) -> dict:
         elif call["kind"] == "labelled_velocity":
             out[name] = net(obs, jnp.full(obs.shape[:1], call["label"], jnp.int32), chunk, times)
         elif call["kind"] == "noise_predictor":
-            out[name] = net(chunk, obs, jnp.asarray(arrays["forward/steps"])[:, None])
-        elif call["kind"] == "noise_critic":
-            out[name] = net(obs, chunk, times)
+            out[name] = net(obs, chunk, jnp.asarray(arrays["forward/steps"])[:, None])
+        elif call["kind"] == "noise_critic":  # Robust-Q's Q_ρ: a Value on [s, a_t, emb(t)].
+            embedding = importlib.import_module("utils.networks").timestep_embedding(times, 16)
+            out[name] = net(obs, jnp.concatenate([chunk, embedding], -1))
         else:
             raise ValueError(call["kind"])
     return {k: np.asarray(v) for k, v in out.items()}
@@ -171,7 +173,8 @@ def act(case, module, agent, arrays, weight, n, fix=None):
     if fix is not None:
         return np.asarray(fix(agent, obs, kwargs))
     if case["act"].get("draws"):
-        with replayed_draws(module, [(kind, arrays[f"act/{name}"]) for kind, name in case["act"]["draws"]]):
+        draws = [(kind, None if name is None else arrays[f"act/{name}"]) for kind, name in case["act"]["draws"]]
+        with replayed_draws([module], draws):
             return np.asarray(sample(agent, obs, **kwargs))
     return np.asarray(sample(agent, obs, **kwargs))
 
@@ -201,6 +204,7 @@ def run_case(case, module, arrays) -> tuple[dict, dict]:
                     results[label] = act(case, module, agent, arrays, weight, n, fix=fixes["act"][1])
                     report["fixed"][label] = fixes["act"][0]
 
+    draw_modules = [importlib.import_module(m) for m in case["update"].get("draw_modules") or [case["module"]]]
     for batch_name in case["update"]["batches"]:
         state = agent
         batch = as_batch(arrays, f"batch/{batch_name}")
@@ -208,13 +212,13 @@ def run_case(case, module, arrays) -> tuple[dict, dict]:
             label = f"update/{batch_name}/{step}"
             plan = case["update"].get("draws")
             try:
-                state, info = updated(module, state, batch, arrays, batch_name, step, plan)
+                state, info = updated(draw_modules, state, batch, arrays, batch_name, step, plan)
             except Exception as error:
                 report["errors"].setdefault(f"update/{batch_name}", one_line(error))
                 if "update" not in fixes:
                     break
                 with fixes["update"][1]():
-                    state, info = updated(module, state, batch, arrays, batch_name, step, plan)
+                    state, info = updated(draw_modules, state, batch, arrays, batch_name, step, plan)
                 report["fixed"][f"update/{batch_name}"] = fixes["update"][0]
             report["losses"][label] = {k: float(v) for k, v in info.items() if np.ndim(v) == 0}
             for name, tree in store.params(state).items():
@@ -222,10 +226,10 @@ def run_case(case, module, arrays) -> tuple[dict, dict]:
     return results, report
 
 
-def updated(module, agent, batch, arrays, batch_name, step, plan):
+def updated(modules, agent, batch, arrays, batch_name, step, plan):
     if plan is None:
         return agent.update(batch)
-    with replayed_draws(module, draws_of(arrays, f"{batch_name}/{step}", plan)):
+    with replayed_draws(modules, draws_of(arrays, f"{batch_name}/{step}", plan)):
         return agent.update(batch)
 
 
@@ -337,7 +341,7 @@ def extra_checks(cases) -> dict:
                 0, jnp.zeros((1, case["obs_dim"])), jnp.zeros((1, case["action_dim"])), config
             )
         )
-        store = ModuleDictState(case["networks"]) if case["store"] == "module_dict" else SeparateStates(case["networks"])
+        store = (ModuleDictState if case["store"] == "module_dict" else SeparateStates)(case["networks"])
         counts[case["name"]] = {
             name: int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
             for name, tree in store.params(shapes).items()
@@ -346,5 +350,39 @@ def extra_checks(cases) -> dict:
     return {"paper_size_counts": counts}
 
 
+def probe() -> dict:
+    """Imports the official qgf agent, and (with `distrax`, which only its Gaussian actors use, stubbed when it fails
+    to import) creates it and runs one update and one sample_actions on tiny networks."""
+    import types
+
+    out = {"versions": {m: importlib.import_module(m).__version__ for m in ("jax", "flax", "optax", "numpy")}}
+    try:
+        importlib.import_module("agents.qgf")
+        out["import"] = "ok"
+    except Exception as error:
+        out["import"] = one_line(error)
+        for name in [n for n in sys.modules if n == "agents" or n.startswith(("agents.", "utils."))]:
+            del sys.modules[name]
+        stub = types.ModuleType("distrax")
+        stub.Transformed = object
+        sys.modules["distrax"] = stub
+    try:
+        qgf = importlib.import_module("agents.qgf")
+        config = build_config(qgf, {"actor_hidden_dims": [8, 8], "value_network_kwargs.hidden_dims": [8, 8],
+                                    "horizon_length": 2, "action_chunking": True})
+        agent = qgf.QGFAgent.create(0, jnp.zeros((3, 4)), jnp.zeros((3, 2)), config)
+        batch = {"observations": jnp.zeros((3, 4)), "actions": jnp.zeros((3, 2, 2)), "rewards": jnp.zeros((3, 2)),
+                 "masks": jnp.ones((3, 2)), "valid": jnp.ones((3, 2)), "next_observations": jnp.zeros((3, 2, 4))}
+        agent.update(batch)
+        agent.sample_actions(jnp.zeros((3, 4)), seed=jax.random.PRNGKey(0), guidance_weight=0.1)
+        out["run"] = "ok" + (" with distrax stubbed" if "distrax" in sys.modules and out["import"] != "ok" else "")
+    except Exception as error:
+        out["run"] = one_line(error)
+    return out
+
+
 if __name__ == "__main__":
-    main()
+    if PROBE:
+        json.dump(probe(), open(f"{WORKDIR}/probe.json", "w"), indent=1)
+    else:
+        main()

@@ -47,19 +47,41 @@ def transplant(official: dict, template: dict) -> dict:
     """Our parameters `{'params': ...}` of the shapes of `template`, holding the official network's values.
 
     `template` is our freshly initialised network: either an MLP itself (`{'params': {'Dense_0': ...}}`) or a module
-    with one MLP submodule (VelocityField's `MLP_0`, Critic's vmapped MLP). Raises ValueError naming the first leaf
+    with one MLP submodule (VelocityField's `MLP_0`, Critic's vmapped MLP) beside which other submodules (CFGRL's
+    label embedding `Embed_0`) take the official submodule of the same name. Raises ValueError naming the first leaf
     whose path or shape differs, so that a mapping error never passes silently.
     """
     mlp = our_mlp(*official_layers(official))
     inner = template["params"]
     if any(name.startswith("Dense_") for name in inner):
         mapped = {"params": mlp}
-    elif len(inner) == 1:
-        mapped = {"params": {next(iter(inner)): mlp}}
     else:
-        raise ValueError(f"expected one MLP submodule in our parameters, got {sorted(inner)}")
+        trunks = [name for name in inner if "MLP" in name]
+        if len(trunks) != 1:
+            raise ValueError(f"expected one MLP submodule in our parameters, got {sorted(inner)}")
+        others = {name: official[name] for name in inner if name not in trunks and name in official}
+        mapped = {"params": {trunks[0]: mlp, **others}}
     check_same_layout(mapped, template)
     return mapped
+
+
+def transplant_by_name(official: dict, template: dict) -> dict:
+    """Our parameters of the shapes of `template` taken from the official tree at the same paths, a 2-D leaf
+    transposed where only its transpose fits (the DDPM noise predictor: the same module names on both sides, its
+    Fourier kernel stored [F/2, 1] there and [1, F/2] here)."""
+    theirs = leaves(official)
+    mapped = {}
+    for path, leaf in leaves(template).items():
+        inner = path.split("/", 1)[1]
+        if inner not in theirs:
+            raise ValueError(f"transplant: the official network has no {inner}")
+        value = np.asarray(theirs[inner])
+        if value.shape != np.shape(leaf) and value.ndim == 2 and value.T.shape == np.shape(leaf):
+            value = value.T
+        mapped[path] = value
+    tree = unflatten(mapped, "params")
+    check_same_layout({"params": tree}, template)
+    return {"params": tree}
 
 
 def leaves(tree: dict, prefix: str = "") -> dict:
@@ -114,7 +136,7 @@ class Row(NamedTuple):
 
 
 def max_abs_difference(ours, official) -> float:
-    """max |ours − official| over all entries; inf when the shapes differ or a value is not finite on one side only."""
+    """max |ours − official| over all entries; inf when the shapes differ or a value is finite on one side only."""
     a, b = np.asarray(ours, np.float64), np.asarray(official, np.float64)
     if a.shape != b.shape:
         return float("inf")

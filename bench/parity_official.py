@@ -170,13 +170,15 @@ def act(case, module, agent, arrays, weight, n, fix=None):
     if case["act"].get("guidance", True):
         kwargs["guidance_weight"] = weight
     kwargs["rejection_sampling"] = n
-    if fix is not None:
-        return np.asarray(fix(agent, obs, kwargs))
-    if case["act"].get("draws"):
-        draws = [(kind, None if name is None else arrays[f"act/{name}"]) for kind, name in case["act"]["draws"]]
-        with replayed_draws([module], draws):
-            return np.asarray(sample(agent, obs, **kwargs))
-    return np.asarray(sample(agent, obs, **kwargs))
+
+    def call():
+        return np.asarray(fix(agent, obs, kwargs) if fix is not None else sample(agent, obs, **kwargs))
+
+    if not case["act"].get("draws"):
+        return call()
+    draws = [(kind, None if name is None else arrays[f"act/{name}"]) for kind, name in case["act"]["draws"]]
+    with replayed_draws([module], draws):
+        return call()
 
 
 def run_case(case, module, arrays) -> tuple[dict, dict]:

@@ -80,7 +80,12 @@ def sample_chunks(dataset: dict, key, batch_size: int, horizon: int, discount: f
     """A batch of action chunks: observations [B,O], actions [B,H,A], rewards, masks, valid [B,H],
     next_observations [B,H,O] (see the module docstring and DESIGN.md for the definitions)."""
     n = dataset["observations"].shape[0]
-    starts = jax.random.randint(key, (batch_size,), 0, n)
+    return chunks_at(dataset, jax.random.randint(key, (batch_size,), 0, n), horizon, discount)
+
+
+def chunks_at(dataset: dict, starts, horizon: int, discount: float) -> dict:
+    """The chunks of `sample_chunks` at given start rows [B] (bench.parity compares every start with the official
+    sampler's)."""
     rows, valid = _chunk_rows(dataset, starts, horizon)
     valid = valid.astype(jnp.float32)
     rewards, masks = _discounted_returns(dataset["rewards"][rows], dataset["masks"][rows], valid, discount)

@@ -74,15 +74,27 @@ SIZES = {"default": (64, 64, 64, 64), "fast": (32, 32)}
 PAPER_SIZE = dict(hidden=(1024, 1024, 1024, 1024), obs_dim=28, action_dim=5, horizon=5)  # cube-single's dims.
 
 # Packages the official driver imports, installed at the checkout's pinned versions (CPU wheels only).
-OFFICIAL_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "distrax", "numpy", "ml-collections",
-                     "tensorflow-probability", "absl-py")
+OFFICIAL_PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "chex",
+    "distrax",
+    "numpy",
+    "ml-collections",
+    "tensorflow-probability",
+    "absl-py",
+)
 UNWANTED_REQUIREMENTS = ("jax-cuda", "nvidia-", "mujoco-py")  # GPU plugins; mujoco-py needs a MuJoCo 2.1 install.
 
 README_BC = "README: BC loss of the qgf base (and EDP) weighted by each action's validity (official: unweighted)"
 README_FQL = "README: FQL's L_flow and L_distill weighted per action (official: per chunk, w_b)"
 README_ROBUST_Q = "README: Robust-Q's guidance per sample (official: ∇ of the batch mean, i.e. divided by B)"
-README_PADDING = ("README: chunk actions past an episode's end repeat its last action (official: the next "
-                  "trajectory's actions); they matter only in losses that ignore `valid`")
+README_PADDING = (
+    "README: chunk actions past an episode's end repeat its last action (official: the next "
+    "trajectory's actions); they matter only in losses that ignore `valid`"
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -93,8 +105,11 @@ README_PADDING = ("README: chunk actions past an episode's end repeat its last a
 def official_constraints(requirements: str) -> str:
     """The checkout's requirements without GPU plugins and mujoco-py (pip constraints: pinned versions)."""
     kept = [
-        line for line in requirements.splitlines()
-        if line.strip() and not line.startswith("#") and not line.startswith((" ", "\t"))
+        line
+        for line in requirements.splitlines()
+        if line.strip()
+        and not line.startswith("#")
+        and not line.startswith((" ", "\t"))
         and not line.startswith(UNWANTED_REQUIREMENTS)
     ]
     return "\n".join(kept) + "\n"
@@ -128,6 +143,7 @@ def fixed_batches(rng: np.random.Generator) -> dict:
     'whole': every chunk inside its episode (one ends on its episode's last step: mask 0, weight 1).
     'crossing': chunks 1, 3, 5 run past their episode's end (valid 0 after it), where the documented differences show.
     """
+
     def batch(valid):
         step_rewards = rng.uniform(-1, 0, (BATCH, HORIZON)) * valid
         discounts = 0.999 ** np.arange(HORIZON)
@@ -188,15 +204,24 @@ QGF_FORWARD = {
 }
 # Our update's metric names and the official ones (keys of its update's info).
 QGF_LOSSES = {
-    "policy/bc_loss": "bc_loss", "critic/loss": "critic_loss", "value/loss": "value_loss", "value/v_mean": "v"
+    "policy/bc_loss": "bc_loss",
+    "critic/loss": "critic_loss",
+    "value/loss": "value_loss",
+    "value/v_mean": "v",
 }
 
 
 def official_qgf_config(hidden, **extra) -> dict:
     return {
-        "actor_hidden_dims": list(hidden), "value_network_kwargs.hidden_dims": list(hidden),
-        "horizon_length": HORIZON, "action_chunking": True, "discount": 0.999, "expectile": 0.9,
-        "denoise_steps": 10, "num_qs": 2, **extra,
+        "actor_hidden_dims": list(hidden),
+        "value_network_kwargs.hidden_dims": list(hidden),
+        "horizon_length": HORIZON,
+        "action_chunking": True,
+        "discount": 0.999,
+        "expectile": 0.9,
+        "denoise_steps": 10,
+        "num_qs": 2,
+        **extra,
     }
 
 
@@ -209,149 +234,301 @@ def our_config(agent: str, hidden, **extra):
 def methods(hidden) -> list[dict]:
     """Every compared method (see the module docstring); `documented` maps a check's prefix to its README note."""
     qgf_like = dict(
-        store="separate", networks=QGF_NETWORKS, forward=QGF_FORWARD, losses=QGF_LOSSES,
+        store="separate",
+        networks=QGF_NETWORKS,
+        forward=QGF_FORWARD,
+        losses=QGF_LOSSES,
         documented={"crossing/policy": README_BC, "loss crossing/policy/bc_loss": README_BC},
     )
     out = []
-    for estimator, approx, jac in (("qgf", "one_euler_step_approx", False), ("jacobian", "one_euler_step_approx", True),
-                                   ("noisy", "noisy", False)):
-        out.append(dict(
-            qgf_like, name=f"qgf-{estimator}", ours=("qgf", dict(estimator=estimator)),
-            official=("agents.qgf", "QGFAgent", official_qgf_config(hidden, denoised_action_approx=approx,
-                                                                    apply_jacobian=jac)),
-            act=dict(weights=WEIGHTS, best_of_n=(1,)), update=estimator == "qgf",
-        ))
-    out.append(dict(
-        qgf_like, name="qgf-none", ours=("qgf", dict(estimator="none")),
-        official=("agents.qgf", "QGFAgent", official_qgf_config(hidden)),
-        act=dict(weights=(0.0,), best_of_n=(1,)), update=False,
-        note="estimator none = the official sampler at weight 0",
-    ))
-    out.append(dict(
-        qgf_like, name="best-of-n", ours=("qgf", dict(estimator="qgf")),
-        official=("agents.qgf", "QGFAgent", official_qgf_config(hidden)),
-        act=dict(weights=(0.0, 1.0), best_of_n=(4,)), update=False,
-    ))
-    out.append(dict(
-        qgf_like, name="gradstep", ours=("qgf", dict(estimator="none", grad_steps=3, grad_step_size=0.5)),
-        official=("agents.grad_step", "GradStepAgent", official_qgf_config(hidden, qgrad_step_size=0.5,
-                                                                           qgrad_steps=3)),
-        act=dict(weights=(0.0,), best_of_n=(1, 4), guidance=False), update=False,
-    ))
-    out.append(dict(
-        qgf_like, name="edp", ours=("edp", dict(bc_weight=3.0)),
-        official=("agents.edp", "EDPAgent", official_qgf_config(hidden, bc_weight=3.0)),
-        act=dict(weights=(0.0,), best_of_n=(1,), guidance=False), update=True,
-        losses={**QGF_LOSSES, "actor/q_mean": "actor_q"},
-    ))
-    fql_networks = {"policy": "actor_bc_flow", "one_step": "actor_onestep_flow", "critic": "critic",
-                    "target_critic": "target_critic", "value": "value"}
-    out.append(dict(
-        name="fql", ours=("fql", dict(alpha=10.0)), store="module_dict", networks=fql_networks,
-        official=("agents.fql", "FQLAgent", {
-            "actor_hidden_dims": list(hidden), "value_network_kwargs.hidden_dims": list(hidden),
-            "horizon_length": HORIZON, "action_chunking": True, "discount": 0.999, "expectile": 0.9,
-            "critic_loss_type": "iql", "alpha": 10.0, "flow_steps": 10,
-        }),
-        forward={
-            "policy": {"network": "actor_bc_flow", "kind": "velocity", "time_shape": "column"},
-            "one_step": {"network": "actor_onestep_flow", "kind": "one_step"},
-            "critic": {"network": "critic", "kind": "q"},
-            "value": {"network": "value", "kind": "v"},
-        },
-        act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, draws=[("normal", "noise")]), update=True,
-        # The official FQL threads its keys differently: its draws are replaced, in call order, by ours.
-        draws=[("normal", "flow_noise"), ("uniform", "flow_times"), ("normal", "actor_noise"), ("normal", None)],
-        draw_fn=fql_draws,
-        losses={"critic/loss": "critic/critic_loss", "value/loss": "value/value_loss", "policy/bc_loss":
-                "actor/bc_flow_loss", "actor/distill_loss": "actor/distill_loss", "actor/q_loss": "actor/q_loss",
-                "actor/q_mean": "actor/q", "actor/loss": "actor/actor_loss"},
-        documented={"crossing/policy": README_FQL, "crossing/one_step": README_FQL,
-                    "loss crossing/policy/bc_loss": README_FQL, "loss crossing/actor/distill_loss": README_FQL,
-                    "loss crossing/actor/loss": README_FQL},
-    ))
-    out.append(dict(
-        # A threshold below 0 so that the untrained networks' advantages label some chunks positive (at 0 none is,
-        # and the label-1 loss would go untested).
-        name="cfgrl", ours=("cfgrl", {"advantage_threshold": CFGRL_THRESHOLD}), store="separate",
-        networks={"policy": "actor", "critic": "critic", "target_critic": "target_critic", "value": "value"},
-        official=("agents.cfgrl", "CFGRLAgent", official_qgf_config(hidden, actor_layer_norm=True,
-                                                                     adv_threshold=CFGRL_THRESHOLD)),
-        forward={
-            "policy label 0": {"network": "actor", "kind": "labelled_velocity", "label": 0, "ours": "policy"},
-            "policy label 1": {"network": "actor", "kind": "labelled_velocity", "label": 1, "ours": "policy"},
-            "critic": {"network": "critic", "kind": "q"},
-            "value": {"network": "value", "kind": "v"},
-        },
-        act=dict(weights=(0.0, 1.0, 3.0, 15.0), best_of_n=(1, 4)), update=True,
-        losses={"policy/loss": "actor_loss", "policy/positive_fraction": "actor_positive_ratio",
-                "critic/loss": "critic_loss", "value/loss": "value_loss", "value/v_mean": "v"},
-    ))
-    out.append(dict(
-        name="robust_q", ours=("robust_q", {}), store="separate",
-        networks={"base.policy": "policy", "base.critic": "critic", "base.target_critic": "target_critic",
-                  "base.value": "value", "robust_critic": "robust_critic"},
-        official=("agents.robust_q", "RobustQAgent", official_qgf_config(hidden)),
-        forward={
-            "policy": {"network": "policy", "kind": "velocity", "ours": "base.policy"},
-            "critic": {"network": "critic", "kind": "q", "ours": "base.critic"},
-            "value": {"network": "value", "kind": "v", "ours": "base.value"},
-            "robust_critic": {"network": "robust_critic", "kind": "noise_critic"},
-        },
-        act=dict(weights=WEIGHTS, best_of_n=(1,), official_scale=ACT_BATCH), update=True,
-        # Ours keeps qgf's and Q_ρ's keys apart; the official draws (in qgf's policy loss, then Q_ρ's) are ours.
-        draws=[("normal", "policy_noise"), ("randint", "policy_steps"), ("normal", "robust_noise"),
-               ("uniform", "robust_times")],
-        draw_modules=["agents.qgf", "agents.robust_q"], draw_fn=robust_q_draws,
-        losses={**QGF_LOSSES, "robust_critic/loss": "robust_critic_loss", "robust_critic/q_mean": "robust_q_mean"},
-        documented={"crossing/base.policy": README_BC, "loss crossing/policy/bc_loss": README_BC},
-    ))
-    qam_networks = {"slow": "actor_slow", "target_slow": "target_actor_slow", "fast": "actor_fast",
-                    "critic": "critic", "target_critic": "target_critic", "value": "value"}
-    out.append(dict(
-        name="qam", ours=("qam", {}), store="module_dict", networks=qam_networks,
-        official=("agents.qam", "QAMAgent", {
-            "actor_hidden_dims": list(hidden), "value_hidden_dims": list(hidden), "horizon_length": HORIZON,
-            "action_chunking": True, "discount": 0.999, "expectile": 0.9, "critic_loss_type": "iql", "num_qs": 2,
-            "rho": 0.0, "inv_temp": 0.1, "flow_steps": 10,
-        }),
-        forward={
-            "slow": {"network": "actor_slow", "kind": "velocity", "time_shape": "column"},
-            "fast": {"network": "actor_fast", "kind": "velocity", "time_shape": "column"},
-            "critic": {"network": "critic", "kind": "q"},
-            "value": {"network": "value", "kind": "v"},
-        },
-        act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, draws=[("normal", "noise_with_candidates")]),
-        update=True,
-        # Flow matching's (a_0, t), then the memoryless rollout's start and its K noises (the last one unused there).
-        draws=[("normal", "flow_noise"), ("uniform", "flow_times"), ("normal", "start")]
-        + [("normal", f"noise/{i}") for i in range(9)] + [("normal", None)],
-        draw_fn=qam_draws,
-        losses={"policy/bc_loss": "actor/flow_loss", "actor/adjoint_loss": "actor/fast_loss",
-                "critic/loss": "critic/critic_loss", "value/loss": "value/value_loss"},
-    ))
-    for loss_type in ("dac", "qsm"):
-        out.append(dict(
-            name=loss_type, ours=(loss_type, {"alpha": 3.0}), store="module_dict", by_name=("policy",),
-            networks={"policy": "actor", "critic": "critic", "target_critic": "target_critic", "value": "value"},
-            official=("agents.dcgql", "DCGQLAgent", {
-                "actor_hidden_dims": list(hidden), "value_hidden_dims": list(hidden), "horizon_length": HORIZON,
-                "action_chunking": True, "discount": 0.999, "expectile": 0.9, "critic_loss_type": "iql",
-                "num_qs": 2, "rho": 0.0, "actor_loss_type": loss_type, "alpha": 3.0, "inv_temp": 0.1,
-            }),
+    for estimator, approx, jac in (
+        ("qgf", "one_euler_step_approx", False),
+        ("jacobian", "one_euler_step_approx", True),
+        ("noisy", "noisy", False),
+    ):
+        out.append(
+            dict(
+                qgf_like,
+                name=f"qgf-{estimator}",
+                ours=("qgf", dict(estimator=estimator)),
+                official=(
+                    "agents.qgf",
+                    "QGFAgent",
+                    official_qgf_config(hidden, denoised_action_approx=approx, apply_jacobian=jac),
+                ),
+                act=dict(weights=WEIGHTS, best_of_n=(1,)),
+                update=estimator == "qgf",
+            )
+        )
+    out.append(
+        dict(
+            qgf_like,
+            name="qgf-none",
+            ours=("qgf", dict(estimator="none")),
+            official=("agents.qgf", "QGFAgent", official_qgf_config(hidden)),
+            act=dict(weights=(0.0,), best_of_n=(1,)),
+            update=False,
+            note="estimator none = the official sampler at weight 0",
+        )
+    )
+    out.append(
+        dict(
+            qgf_like,
+            name="best-of-n",
+            ours=("qgf", dict(estimator="qgf")),
+            official=("agents.qgf", "QGFAgent", official_qgf_config(hidden)),
+            act=dict(weights=(0.0, 1.0), best_of_n=(4,)),
+            update=False,
+        )
+    )
+    out.append(
+        dict(
+            qgf_like,
+            name="gradstep",
+            ours=("qgf", dict(estimator="none", grad_steps=3, grad_step_size=0.5)),
+            official=(
+                "agents.grad_step",
+                "GradStepAgent",
+                official_qgf_config(hidden, qgrad_step_size=0.5, qgrad_steps=3),
+            ),
+            act=dict(weights=(0.0,), best_of_n=(1, 4), guidance=False),
+            update=False,
+        )
+    )
+    out.append(
+        dict(
+            qgf_like,
+            name="edp",
+            ours=("edp", dict(bc_weight=3.0)),
+            official=("agents.edp", "EDPAgent", official_qgf_config(hidden, bc_weight=3.0)),
+            act=dict(weights=(0.0,), best_of_n=(1,), guidance=False),
+            update=True,
+            losses={**QGF_LOSSES, "actor/q_mean": "actor_q"},
+        )
+    )
+    fql_networks = {
+        "policy": "actor_bc_flow",
+        "one_step": "actor_onestep_flow",
+        "critic": "critic",
+        "target_critic": "target_critic",
+        "value": "value",
+    }
+    out.append(
+        dict(
+            name="fql",
+            ours=("fql", dict(alpha=10.0)),
+            store="module_dict",
+            networks=fql_networks,
+            official=(
+                "agents.fql",
+                "FQLAgent",
+                {
+                    "actor_hidden_dims": list(hidden),
+                    "value_network_kwargs.hidden_dims": list(hidden),
+                    "horizon_length": HORIZON,
+                    "action_chunking": True,
+                    "discount": 0.999,
+                    "expectile": 0.9,
+                    "critic_loss_type": "iql",
+                    "alpha": 10.0,
+                    "flow_steps": 10,
+                },
+            ),
             forward={
-                "policy": {"network": "actor", "kind": "noise_predictor"},
+                "policy": {"network": "actor_bc_flow", "kind": "velocity", "time_shape": "column"},
+                "one_step": {"network": "actor_onestep_flow", "kind": "one_step"},
                 "critic": {"network": "critic", "kind": "q"},
                 "value": {"network": "value", "kind": "v"},
             },
-            # x_K, then one re-noising draw per step k = K..1 (the last is multiplied by 0 there, absent here).
-            act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, clip_official=True,
-                     draws=[("normal", f"noise/{k}") for k in range(10)] + [("normal", None)]),
+            act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, draws=[("normal", "noise")]),
             update=True,
-            draws=[("randint", "steps"), ("normal", "noise")], draw_fn=ddpm_draws,
-            losses={"policy/bc_loss": "actor/bc_loss", "actor/q_loss": "actor/actor_loss",
-                    "critic/loss": "critic/critic_loss", "value/loss": "value/value_loss"},
-        ))
+            # The official FQL threads its keys differently: its draws are replaced, in call order, by ours.
+            draws=[("normal", "flow_noise"), ("uniform", "flow_times"), ("normal", "actor_noise"), ("normal", None)],
+            draw_fn=fql_draws,
+            losses={
+                "critic/loss": "critic/critic_loss",
+                "value/loss": "value/value_loss",
+                "policy/bc_loss": "actor/bc_flow_loss",
+                "actor/distill_loss": "actor/distill_loss",
+                "actor/q_loss": "actor/q_loss",
+                "actor/q_mean": "actor/q",
+                "actor/loss": "actor/actor_loss",
+            },
+            documented={
+                "crossing/policy": README_FQL,
+                "crossing/one_step": README_FQL,
+                "loss crossing/policy/bc_loss": README_FQL,
+                "loss crossing/actor/distill_loss": README_FQL,
+                "loss crossing/actor/loss": README_FQL,
+            },
+        )
+    )
+    out.append(
+        dict(
+            # A threshold below 0 so that the untrained networks' advantages label some chunks positive (at 0 none is,
+            # and the label-1 loss would go untested).
+            name="cfgrl",
+            ours=("cfgrl", {"advantage_threshold": CFGRL_THRESHOLD}),
+            store="separate",
+            networks={"policy": "actor", "critic": "critic", "target_critic": "target_critic", "value": "value"},
+            official=(
+                "agents.cfgrl",
+                "CFGRLAgent",
+                official_qgf_config(hidden, actor_layer_norm=True, adv_threshold=CFGRL_THRESHOLD),
+            ),
+            forward={
+                "policy label 0": {"network": "actor", "kind": "labelled_velocity", "label": 0, "ours": "policy"},
+                "policy label 1": {"network": "actor", "kind": "labelled_velocity", "label": 1, "ours": "policy"},
+                "critic": {"network": "critic", "kind": "q"},
+                "value": {"network": "value", "kind": "v"},
+            },
+            act=dict(weights=(0.0, 1.0, 3.0, 15.0), best_of_n=(1, 4)),
+            update=True,
+            losses={
+                "policy/loss": "actor_loss",
+                "policy/positive_fraction": "actor_positive_ratio",
+                "critic/loss": "critic_loss",
+                "value/loss": "value_loss",
+                "value/v_mean": "v",
+            },
+        )
+    )
+    out.append(
+        dict(
+            name="robust_q",
+            ours=("robust_q", {}),
+            store="separate",
+            networks={
+                "base.policy": "policy",
+                "base.critic": "critic",
+                "base.target_critic": "target_critic",
+                "base.value": "value",
+                "robust_critic": "robust_critic",
+            },
+            official=("agents.robust_q", "RobustQAgent", official_qgf_config(hidden)),
+            forward={
+                "policy": {"network": "policy", "kind": "velocity", "ours": "base.policy"},
+                "critic": {"network": "critic", "kind": "q", "ours": "base.critic"},
+                "value": {"network": "value", "kind": "v", "ours": "base.value"},
+                "robust_critic": {"network": "robust_critic", "kind": "noise_critic"},
+            },
+            act=dict(weights=WEIGHTS, best_of_n=(1,), official_scale=ACT_BATCH),
+            update=True,
+            # Ours keeps qgf's and Q_ρ's keys apart; the official draws (in qgf's policy loss, then Q_ρ's) are ours.
+            draws=[
+                ("normal", "policy_noise"),
+                ("randint", "policy_steps"),
+                ("normal", "robust_noise"),
+                ("uniform", "robust_times"),
+            ],
+            draw_modules=["agents.qgf", "agents.robust_q"],
+            draw_fn=robust_q_draws,
+            losses={**QGF_LOSSES, "robust_critic/loss": "robust_critic_loss", "robust_critic/q_mean": "robust_q_mean"},
+            documented={"crossing/base.policy": README_BC, "loss crossing/policy/bc_loss": README_BC},
+        )
+    )
+    qam_networks = {
+        "slow": "actor_slow",
+        "target_slow": "target_actor_slow",
+        "fast": "actor_fast",
+        "critic": "critic",
+        "target_critic": "target_critic",
+        "value": "value",
+    }
+    out.append(
+        dict(
+            name="qam",
+            ours=("qam", {}),
+            store="module_dict",
+            networks=qam_networks,
+            official=(
+                "agents.qam",
+                "QAMAgent",
+                {
+                    "actor_hidden_dims": list(hidden),
+                    "value_hidden_dims": list(hidden),
+                    "horizon_length": HORIZON,
+                    "action_chunking": True,
+                    "discount": 0.999,
+                    "expectile": 0.9,
+                    "critic_loss_type": "iql",
+                    "num_qs": 2,
+                    "rho": 0.0,
+                    "inv_temp": 0.1,
+                    "flow_steps": 10,
+                },
+            ),
+            forward={
+                "slow": {"network": "actor_slow", "kind": "velocity", "time_shape": "column"},
+                "fast": {"network": "actor_fast", "kind": "velocity", "time_shape": "column"},
+                "critic": {"network": "critic", "kind": "q"},
+                "value": {"network": "value", "kind": "v"},
+            },
+            act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, draws=[("normal", "noise_with_candidates")]),
+            update=True,
+            # Flow matching's (a_0, t), then the memoryless rollout's start and its K noises (the last one unused there).
+            draws=[("normal", "flow_noise"), ("uniform", "flow_times"), ("normal", "start")]
+            + [("normal", f"noise/{i}") for i in range(9)]
+            + [("normal", None)],
+            draw_fn=qam_draws,
+            losses={
+                "policy/bc_loss": "actor/flow_loss",
+                "actor/adjoint_loss": "actor/fast_loss",
+                "critic/loss": "critic/critic_loss",
+                "value/loss": "value/value_loss",
+            },
+        )
+    )
+    for loss_type in ("dac", "qsm"):
+        out.append(
+            dict(
+                name=loss_type,
+                ours=(loss_type, {"alpha": 3.0}),
+                store="module_dict",
+                by_name=("policy",),
+                networks={"policy": "actor", "critic": "critic", "target_critic": "target_critic", "value": "value"},
+                official=(
+                    "agents.dcgql",
+                    "DCGQLAgent",
+                    {
+                        "actor_hidden_dims": list(hidden),
+                        "value_hidden_dims": list(hidden),
+                        "horizon_length": HORIZON,
+                        "action_chunking": True,
+                        "discount": 0.999,
+                        "expectile": 0.9,
+                        "critic_loss_type": "iql",
+                        "num_qs": 2,
+                        "rho": 0.0,
+                        "actor_loss_type": loss_type,
+                        "alpha": 3.0,
+                        "inv_temp": 0.1,
+                    },
+                ),
+                forward={
+                    "policy": {"network": "actor", "kind": "noise_predictor"},
+                    "critic": {"network": "critic", "kind": "q"},
+                    "value": {"network": "value", "kind": "v"},
+                },
+                # x_K, then one re-noising draw per step k = K..1 (the last is multiplied by 0 there, absent here).
+                act=dict(
+                    weights=(0.0,),
+                    best_of_n=(1,),
+                    guidance=False,
+                    clip_official=True,
+                    draws=[("normal", f"noise/{k}") for k in range(10)] + [("normal", None)],
+                ),
+                update=True,
+                draws=[("randint", "steps"), ("normal", "noise")],
+                draw_fn=ddpm_draws,
+                losses={
+                    "policy/bc_loss": "actor/bc_loss",
+                    "actor/q_loss": "actor/actor_loss",
+                    "critic/loss": "critic/critic_loss",
+                    "value/loss": "value/value_loss",
+                },
+            )
+        )
     return out
 
 
@@ -401,8 +578,12 @@ def robust_q_draws(state, batch, config) -> dict:
     clean = batch["actions"].reshape(BATCH, -1)
     policy_noise, policy_times = flow_draws(jax.random.split(state.base.rng)[1], clean, config.denoising_steps)
     robust_noise, robust_times = flow_draws(jax.random.split(state.rng)[1], clean, None)
-    return {"policy_noise": policy_noise, "policy_steps": np.rint(policy_times * config.denoising_steps).astype(
-        np.int32), "robust_noise": robust_noise, "robust_times": robust_times}
+    return {
+        "policy_noise": policy_noise,
+        "policy_steps": np.rint(policy_times * config.denoising_steps).astype(np.int32),
+        "robust_noise": robust_noise,
+        "robust_times": robust_times,
+    }
 
 
 def ddpm_draws(state, batch, config) -> dict:
@@ -422,9 +603,12 @@ def qam_draws(state, batch, config) -> dict:
     flow_noise, flow_times = flow_draws(flow_key, clean, None)
     start_key, noise_key = jax.random.split(adjoint_key)
     noises = jax.random.normal(noise_key, (config.denoising_steps - 1, BATCH, clean.shape[1]))
-    return {"flow_noise": flow_noise, "flow_times": flow_times.reshape(BATCH, 1),
-            "start": np.asarray(jax.random.normal(start_key, clean.shape)),
-            **{f"noise/{i}": np.asarray(n) for i, n in enumerate(noises)}}
+    return {
+        "flow_noise": flow_noise,
+        "flow_times": flow_times.reshape(BATCH, 1),
+        "start": np.asarray(jax.random.normal(start_key, clean.shape)),
+        **{f"noise/{i}": np.asarray(n) for i, n in enumerate(noises)},
+    }
 
 
 def fql_draws(state, batch, config) -> dict:
@@ -500,11 +684,21 @@ class OurMethod:
         act = {k: list(v) if isinstance(v, tuple) else v for k, v in self.method["act"].items()}
         act["weights"] = self.official_weights()
         return {
-            "name": self.method["name"], "module": module, "class": cls, "config": config, "seed": 0,
-            "store": self.method["store"], "networks": sorted(set(self.method["networks"].values())),
-            "forward": self.method["forward"], "act": act,
-            "update": {"batches": list(self.batches) if self.method["update"] else [], "steps": UPDATE_STEPS,
-                       "draws": self.method.get("draws"), "draw_modules": self.method.get("draw_modules")},
+            "name": self.method["name"],
+            "module": module,
+            "class": cls,
+            "config": config,
+            "seed": 0,
+            "store": self.method["store"],
+            "networks": sorted(set(self.method["networks"].values())),
+            "forward": self.method["forward"],
+            "act": act,
+            "update": {
+                "batches": list(self.batches) if self.method["update"] else [],
+                "steps": UPDATE_STEPS,
+                "draws": self.method.get("draws"),
+                "draw_modules": self.method.get("draw_modules"),
+            },
         }
 
     def transplant(self, official: dict, template: dict, field: str) -> dict:
@@ -558,8 +752,14 @@ class OurMethod:
                 out = apply(params, obs, chunk, jnp.asarray(self.inputs["forward/steps"]))
             else:
                 raise ValueError(kind)
-            rows.append(compare(f"{self.method['name']}: forward {ours_field}", out,
-                                official[f"forward/{ours_field}"], FORWARD_TOLERANCE))
+            rows.append(
+                compare(
+                    f"{self.method['name']}: forward {ours_field}",
+                    out,
+                    official[f"forward/{ours_field}"],
+                    FORWARD_TOLERANCE,
+                )
+            )
         return rows
 
     def act_rows(self, state, official, report) -> list[Row]:
@@ -580,22 +780,42 @@ class OurMethod:
                     check += f" (fixed: {report['fixed'][label]})"
                 actions[weight] = act(state, obs, key, guidance_weight=weight).reshape(ACT_BATCH, -1)
                 if scale and weight:
-                    rows.append(compare(f"{check}, official weight × {scale} (the batch mean's 1/B undone)",
-                                        actions[weight], official[f"act/w{weight * scale}_n{n}"], ACTION_TOLERANCE))
-                    rows.append(compare(f"{check}, official at the same weight", actions[weight], official[label],
-                                        ACTION_TOLERANCE, README_ROBUST_Q))
+                    rows.append(
+                        compare(
+                            f"{check}, official weight × {scale} (the batch mean's 1/B undone)",
+                            actions[weight],
+                            official[f"act/w{weight * scale}_n{n}"],
+                            ACTION_TOLERANCE,
+                        )
+                    )
+                    rows.append(
+                        compare(
+                            f"{check}, official at the same weight",
+                            actions[weight],
+                            official[label],
+                            ACTION_TOLERANCE,
+                            README_ROBUST_Q,
+                        )
+                    )
                 else:
                     theirs = official[label]
                     if self.method["act"].get("clip_official"):  # Its evaluation loop clips what the sampler returns.
                         theirs = np.clip(theirs, -1.0, 1.0)
-                    rows.append(compare(check, actions[weight], theirs, ACTION_TOLERANCE,
-                                        documented_note(self.method, check)))
+                    rows.append(
+                        compare(check, actions[weight], theirs, ACTION_TOLERANCE, documented_note(self.method, check))
+                    )
             guided = [w for w in actions if w]
             if 0.0 in actions and guided and self.method["act"].get("guidance", True):
                 effect = max_abs_difference(actions[max(guided)], actions[0.0])
-                rows.append(Row(f"{name}: guidance moves actions (w={max(guided):g} against w=0, n={n})", effect,
-                                GUIDANCE_EFFECT, "pass" if effect > GUIDANCE_EFFECT else "fail",
-                                "must exceed the tolerance, or the rows above test no guidance"))
+                rows.append(
+                    Row(
+                        f"{name}: guidance moves actions (w={max(guided):g} against w=0, n={n})",
+                        effect,
+                        GUIDANCE_EFFECT,
+                        "pass" if effect > GUIDANCE_EFFECT else "fail",
+                        "must exceed the tolerance, or the rows above test no guidance",
+                    )
+                )
         return rows
 
     def update_rows(self, state, official, report) -> list[Row]:
@@ -621,8 +841,13 @@ class OurMethod:
                 deltas = {p: max_abs_difference(mine[p], mapped[p]) for p in mine}
                 worst = max(deltas, key=deltas.get)
                 check = f"{name}: {batch_name}/{ours_field} params after {UPDATE_STEPS} updates{suffix}"
-                row = compare(check, [deltas[worst]], [0.0], PARAM_TOLERANCE,
-                              documented_note(self.method, f"{batch_name}/{ours_field}"))
+                row = compare(
+                    check,
+                    [deltas[worst]],
+                    [0.0],
+                    PARAM_TOLERANCE,
+                    documented_note(self.method, f"{batch_name}/{ours_field}"),
+                )
                 rows.append(row._replace(note=row.note or f"largest at {worst}" if row.verdict != "pass" else row.note))
         return rows
 
@@ -634,9 +859,17 @@ class OurMethod:
                 rows.append(failure(check, f"the official update reports no {theirs!r}"))
                 continue
             value = official_losses[theirs]
-            rows.append(compare(check, float(metrics[ours_name]), value, LOSS_TOLERANCE * max(1.0, abs(value)),
-                                documented_note(self.method, f"loss {batch_name}/{ours_name}")))
+            rows.append(
+                compare(
+                    check,
+                    float(metrics[ours_name]),
+                    value,
+                    LOSS_TOLERANCE * max(1.0, abs(value)),
+                    documented_note(self.method, f"loss {batch_name}/{ours_name}"),
+                )
+            )
         return rows
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checks outside the methods.
@@ -651,8 +884,10 @@ def prng_rows(shared_in: dict, shared_out: dict) -> list[Row]:
         "uniform": jax.random.uniform(second, (5, 1)),
         "randint": jax.random.randint(second, (9,), 0, 11),
     }
-    return [compare(f"PRNG: jax.random.{k} of one key in both environments", v, shared_out[f"prng/{k}"], 0.0)
-            for k, v in ours.items()]
+    return [
+        compare(f"PRNG: jax.random.{k} of one key in both environments", v, shared_out[f"prng/{k}"], 0.0)
+        for k, v in ours.items()
+    ]
 
 
 def sampler_rows(dataset: dict, shared_out: dict, horizon: int, discount: float) -> list[Row]:
@@ -664,36 +899,96 @@ def sampler_rows(dataset: dict, shared_out: dict, horizon: int, discount: float)
     for field in ("observations", "valid", "rewards", "masks", "next_observations"):
         rows.append(compare(f"chunk sampler: {field} at every start", ours[field], theirs[field], SAMPLER_TOLERANCE))
     inside = valid[..., None] > 0
-    rows.append(compare("chunk sampler: actions inside the episode", np.where(inside, ours["actions"], 0),
-                        np.where(inside, theirs["actions"], 0), SAMPLER_TOLERANCE))
-    rows.append(compare("chunk sampler: actions past the episode's end", ours["actions"], theirs["actions"],
-                        SAMPLER_TOLERANCE, README_PADDING))
+    rows.append(
+        compare(
+            "chunk sampler: actions inside the episode",
+            np.where(inside, ours["actions"], 0),
+            np.where(inside, theirs["actions"], 0),
+            SAMPLER_TOLERANCE,
+        )
+    )
+    rows.append(
+        compare(
+            "chunk sampler: actions past the episode's end",
+            ours["actions"],
+            theirs["actions"],
+            SAMPLER_TOLERANCE,
+            README_PADDING,
+        )
+    )
     return rows
 
 
 def paper_size_cases() -> list[dict]:
     hidden = list(PAPER_SIZE["hidden"])
-    base = {"actor_hidden_dims": hidden, "value_network_kwargs.hidden_dims": hidden,
-            "horizon_length": PAPER_SIZE["horizon"], "action_chunking": True}
+    base = {
+        "actor_hidden_dims": hidden,
+        "value_network_kwargs.hidden_dims": hidden,
+        "horizon_length": PAPER_SIZE["horizon"],
+        "action_chunking": True,
+    }
     common = {"obs_dim": PAPER_SIZE["obs_dim"], "action_dim": PAPER_SIZE["action_dim"]}
     return [
-        {"name": "qgf", "module": "agents.qgf", "class": "QGFAgent", "config": base, "store": "separate",
-         "networks": ["policy", "critic", "value"], "ours": "qgf", "map": {"policy": "policy", "critic": "critic",
-                                                                           "value": "value"}, **common},
-        {"name": "edp", "module": "agents.edp", "class": "EDPAgent", "config": base, "store": "separate",
-         "networks": ["policy", "critic", "value"], "ours": "edp", "map": {"policy": "policy", "critic": "critic",
-                                                                           "value": "value"}, **common},
-        {"name": "fql", "module": "agents.fql", "class": "FQLAgent", "config": {**base, "critic_loss_type": "iql"},
-         "store": "module_dict", "networks": ["actor_bc_flow", "actor_onestep_flow", "critic", "value"],
-         "ours": "fql", "map": {"policy": "actor_bc_flow", "one_step": "actor_onestep_flow", "critic": "critic",
-                                "value": "value"}, **common},
-        {"name": "cfgrl", "module": "agents.cfgrl", "class": "CFGRLAgent", "config": base, "store": "separate",
-         "networks": ["actor", "critic", "value"], "ours": "cfgrl", "map": {"policy": "actor", "critic": "critic",
-                                                                            "value": "value"}, **common},
-        {"name": "robust_q", "module": "agents.robust_q", "class": "RobustQAgent", "config": base, "store": "separate",
-         "networks": ["policy", "critic", "value", "robust_critic"], "ours": "robust_q",
-         "map": {"base.policy": "policy", "base.critic": "critic", "base.value": "value",
-                 "robust_critic": "robust_critic"}, **common},
+        {
+            "name": "qgf",
+            "module": "agents.qgf",
+            "class": "QGFAgent",
+            "config": base,
+            "store": "separate",
+            "networks": ["policy", "critic", "value"],
+            "ours": "qgf",
+            "map": {"policy": "policy", "critic": "critic", "value": "value"},
+            **common,
+        },
+        {
+            "name": "edp",
+            "module": "agents.edp",
+            "class": "EDPAgent",
+            "config": base,
+            "store": "separate",
+            "networks": ["policy", "critic", "value"],
+            "ours": "edp",
+            "map": {"policy": "policy", "critic": "critic", "value": "value"},
+            **common,
+        },
+        {
+            "name": "fql",
+            "module": "agents.fql",
+            "class": "FQLAgent",
+            "config": {**base, "critic_loss_type": "iql"},
+            "store": "module_dict",
+            "networks": ["actor_bc_flow", "actor_onestep_flow", "critic", "value"],
+            "ours": "fql",
+            "map": {"policy": "actor_bc_flow", "one_step": "actor_onestep_flow", "critic": "critic", "value": "value"},
+            **common,
+        },
+        {
+            "name": "cfgrl",
+            "module": "agents.cfgrl",
+            "class": "CFGRLAgent",
+            "config": base,
+            "store": "separate",
+            "networks": ["actor", "critic", "value"],
+            "ours": "cfgrl",
+            "map": {"policy": "actor", "critic": "critic", "value": "value"},
+            **common,
+        },
+        {
+            "name": "robust_q",
+            "module": "agents.robust_q",
+            "class": "RobustQAgent",
+            "config": base,
+            "store": "separate",
+            "networks": ["policy", "critic", "value", "robust_critic"],
+            "ours": "robust_q",
+            "map": {
+                "base.policy": "policy",
+                "base.critic": "critic",
+                "base.value": "value",
+                "robust_critic": "robust_critic",
+            },
+            **common,
+        },
     ]
 
 
@@ -717,8 +1012,12 @@ def count_rows(official_counts: dict) -> list[Row]:
         ours = our_paper_size_counts(case)
         theirs = official_counts.get(case["name"], {})
         for network, count in ours.items():
-            row = compare(f"paper size (4×1024): {case['name']} {network} parameter count", count,
-                          theirs.get(network, np.nan), 0.0)
+            row = compare(
+                f"paper size (4×1024): {case['name']} {network} parameter count",
+                count,
+                theirs.get(network, np.nan),
+                0.0,
+            )
             rows.append(row._replace(note=f"{count:,} here, {theirs.get(network, 0):,} official"))
     return rows
 
@@ -729,8 +1028,10 @@ def count_rows(official_counts: dict) -> list[Row]:
 
 
 def our_versions() -> dict:
-    return {"python": sys.version.split()[0], **{m: importlib.metadata.version(m) for m in ("jax", "flax", "optax",
-                                                                                           "numpy")}}
+    return {
+        "python": sys.version.split()[0],
+        **{m: importlib.metadata.version(m) for m in ("jax", "flax", "optax", "numpy")},
+    }
 
 
 def run(checkout: Path, official_python: Path, size: str, workdir: Path, names=()) -> tuple[list[Row], dict]:
@@ -744,18 +1045,25 @@ def run(checkout: Path, official_python: Path, size: str, workdir: Path, names=(
     (workdir / "cases.json").write_text(json.dumps([m.case() for m in ours]))
     (workdir / "paper_size.json").write_text(json.dumps(paper_size_cases()))
     dataset = sampler_dataset(rng)
-    shared = {"prng/key": np.asarray(jax.random.PRNGKey(7)), "sampler/horizon": np.asarray(HORIZON),
-              "sampler/discount": np.asarray(0.999), **{f"dataset/{k}": v for k, v in dataset.items()}}
+    shared = {
+        "prng/key": np.asarray(jax.random.PRNGKey(7)),
+        "sampler/horizon": np.asarray(HORIZON),
+        "sampler/discount": np.asarray(0.999),
+        **{f"dataset/{k}": v for k, v in dataset.items()},
+    }
     np.savez(workdir / "shared.in.npz", **shared)
 
     driver = Path(__file__).with_name("parity_official.py")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(JAX_PLATFORMS="cpu", OGBENCH_DATASET_URL="http://127.0.0.1:9/")
-    done = subprocess.run([str(official_python), str(driver), str(checkout), str(workdir)], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(official_python), str(driver), str(checkout), str(workdir)], env=env, capture_output=True, text=True
+    )
     if done.returncode != 0 or not (workdir / "official.json").exists():
-        sys.exit(f"error: the official side failed (exit {done.returncode}):\n{done.stderr[-3000:]}\n"
-                 f"check --official (a checkout of zhouzypaul/qgf@{OFFICIAL_COMMIT}) and --official_python")
+        sys.exit(
+            f"error: the official side failed (exit {done.returncode}):\n{done.stderr[-3000:]}\n"
+            f"check --official (a checkout of zhouzypaul/qgf@{OFFICIAL_COMMIT}) and --official_python"
+        )
     report = json.loads((workdir / "official.json").read_text())
     shared_out = dict(np.load(workdir / "shared.out.npz"))
     rows = prng_rows(shared, shared_out)
@@ -770,8 +1078,12 @@ def run(checkout: Path, official_python: Path, size: str, workdir: Path, names=(
 def under_our_pins(checkout: Path, workdir: Path) -> str:
     """What happens when this project's python (its jax / flax) imports the official qgf agent and runs one update."""
     driver = Path(__file__).with_name("parity_official.py")
-    done = subprocess.run([sys.executable, str(driver), str(checkout), str(workdir), "--probe"],
-                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    done = subprocess.run(
+        [sys.executable, str(driver), str(checkout), str(workdir), "--probe"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     if done.returncode != 0:
         return f"The probe itself failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
     probe = json.loads((workdir / "probe.json").read_text())
@@ -788,7 +1100,7 @@ def under_our_pins(checkout: Path, workdir: Path) -> str:
 
 
 def document(rows: list[Row], command: str, versions: dict, official_versions: dict, pins_section: str) -> str:
-    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     names = ("python", "jax", "flax", "optax", "numpy")
     versions_line = lambda v: ", ".join(f"{k} {v[k]}" for k in names)  # noqa: E731
     return f"""# Numerical parity with the official code
@@ -818,16 +1130,21 @@ at run time, follows them. Result: {counts(rows)}. Not compared yet:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, type=Path, help="a checkout of zhouzypaul/qgf@bc44a67")
-    parser.add_argument("--official_python", type=Path, default=None,
-                        help="python of an environment with the official pins (default: make ./.official-venv)")
+    parser.add_argument(
+        "--official_python",
+        type=Path,
+        default=None,
+        help="python of an environment with the official pins (default: make ./.official-venv)",
+    )
     parser.add_argument("--size", choices=sorted(SIZES), default="default", help="hidden sizes of the networks")
     parser.add_argument("--methods", default="", help="comma-separated method names to compare (default: all)")
     parser.add_argument("--out", default="docs/parity.md", help="the document written ('' for none)")
     args = parser.parse_args(argv)
     checkout = args.official.resolve()
     if not (checkout / "agents" / "qgf.py").exists():
-        print(f"error: {checkout} has no agents/qgf.py; --official must be a checkout of zhouzypaul/qgf@"
-              f"{OFFICIAL_COMMIT}")
+        print(
+            f"error: {checkout} has no agents/qgf.py; --official must be a checkout of zhouzypaul/qgf@{OFFICIAL_COMMIT}"
+        )
         return 2
     python = args.official_python or make_official_python(checkout, Path(".official-venv").resolve())
     with tempfile.TemporaryDirectory(prefix="parity-") as workdir:

@@ -277,13 +277,21 @@ def robust_q_act_fixed(agent, obs, kwargs):
 
 
 FIXES = {
-    "qam": {"act": ("sample_actions called without the rejection_sampling argument it does not accept",
-                    qam_act_ignoring_rejection_sampling)},
+    "qam": {
+        "act": (
+            "sample_actions called without the rejection_sampling argument it does not accept",
+            qam_act_ignoring_rejection_sampling,
+        )
+    },
     "robust_q": {
-        "update": ("QGFAgent.critic_loss accepts (and ignores) the rng keyword Robust-Q passes",
-                   robust_q_critic_loss_accepting_rng),
-        "act": ("sample_actions called without guidance_weight; the undefined name `cfg` bound to the weight",
-                robust_q_act_fixed),
+        "update": (
+            "QGFAgent.critic_loss accepts (and ignores) the rng keyword Robust-Q passes",
+            robust_q_critic_loss_accepting_rng,
+        ),
+        "act": (
+            "sample_actions called without guidance_weight; the undefined name `cfg` bound to the weight",
+            robust_q_act_fixed,
+        ),
     },
 }
 
@@ -338,11 +346,9 @@ def extra_checks(cases) -> dict:
     for case in json.load(open(f"{WORKDIR}/paper_size.json")):
         module = importlib.import_module(case["module"])
         config = build_config(module, case["config"])
-        shapes = jax.eval_shape(
-            lambda: getattr(module, case["class"]).create(
-                0, jnp.zeros((1, case["obs_dim"])), jnp.zeros((1, case["action_dim"])), config
-            )
-        )
+        agent_class = getattr(module, case["class"])
+        observations, actions = jnp.zeros((1, case["obs_dim"])), jnp.zeros((1, case["action_dim"]))
+        shapes = jax.eval_shape(agent_class.create, 0, observations, actions, config)
         store = (ModuleDictState if case["store"] == "module_dict" else SeparateStates)(case["networks"])
         counts[case["name"]] = {
             name: int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
@@ -370,11 +376,24 @@ def probe() -> dict:
         sys.modules["distrax"] = stub
     try:
         qgf = importlib.import_module("agents.qgf")
-        config = build_config(qgf, {"actor_hidden_dims": [8, 8], "value_network_kwargs.hidden_dims": [8, 8],
-                                    "horizon_length": 2, "action_chunking": True})
+        config = build_config(
+            qgf,
+            {
+                "actor_hidden_dims": [8, 8],
+                "value_network_kwargs.hidden_dims": [8, 8],
+                "horizon_length": 2,
+                "action_chunking": True,
+            },
+        )
         agent = qgf.QGFAgent.create(0, jnp.zeros((3, 4)), jnp.zeros((3, 2)), config)
-        batch = {"observations": jnp.zeros((3, 4)), "actions": jnp.zeros((3, 2, 2)), "rewards": jnp.zeros((3, 2)),
-                 "masks": jnp.ones((3, 2)), "valid": jnp.ones((3, 2)), "next_observations": jnp.zeros((3, 2, 4))}
+        batch = {
+            "observations": jnp.zeros((3, 4)),
+            "actions": jnp.zeros((3, 2, 2)),
+            "rewards": jnp.zeros((3, 2)),
+            "masks": jnp.ones((3, 2)),
+            "valid": jnp.ones((3, 2)),
+            "next_observations": jnp.zeros((3, 2, 4)),
+        }
         agent.update(batch)
         agent.sample_actions(jnp.zeros((3, 4)), seed=jax.random.PRNGKey(0), guidance_weight=0.1)
         out["run"] = "ok" + (" with distrax stubbed" if "distrax" in sys.modules and out["import"] != "ok" else "")

@@ -16,8 +16,10 @@ from networks import Critic, VelocityField
 
 
 def numbered(prefix, shapes):
-    return {f"{prefix}_{i}": {"kernel": np.full(s, float(i + 1)), "bias": np.full(s[-1:], -(i + 1.0))}
-            for i, s in enumerate(shapes)}
+    return {
+        f"{prefix}_{i}": {"kernel": np.full(s, float(i + 1)), "bias": np.full(s[-1:], -(i + 1.0))}
+        for i, s in enumerate(shapes)
+    }
 
 
 def test_official_actor_maps_its_separate_output_layer_onto_our_last_dense():
@@ -26,8 +28,10 @@ def test_official_actor_maps_its_separate_output_layer_onto_our_last_dense():
         jax.random.PRNGKey(0), jnp.zeros((1, obs)), jnp.zeros((1, chunk)), jnp.zeros((1,))
     )
     official = {
-        "MLP_0": {**numbered("Dense", [(obs + chunk + 16, width), (width, width)]),
-                  "LayerNorm_0": {"scale": np.full(width, 7.0), "bias": np.full(width, 8.0)}},
+        "MLP_0": {
+            **numbered("Dense", [(obs + chunk + 16, width), (width, width)]),
+            "LayerNorm_0": {"scale": np.full(width, 7.0), "bias": np.full(width, 8.0)},
+        },
         "Dense_0": {"kernel": np.full((width, chunk), 9.0), "bias": np.full(chunk, 10.0)},
     }
     mlp = transplant(official, template)["params"]["MLP_0"]
@@ -40,29 +44,39 @@ def test_official_actor_maps_its_separate_output_layer_onto_our_last_dense():
 def test_official_critic_ensemble_maps_member_axis_first():
     obs, chunk, width, members = 3, 4, 5, 2
     template = Critic((width,), members).init(jax.random.PRNGKey(0), jnp.zeros((1, obs)), jnp.zeros((1, chunk)))
-    official = {"value_net": {
-        "Dense_0": {"kernel": np.arange(members * (obs + chunk) * width, dtype=float).reshape(members, obs + chunk,
-                                                                                                width),
-                    "bias": np.zeros((members, width))},
-        "Dense_1": {"kernel": np.ones((members, width, 1)), "bias": np.zeros((members, 1))},
-        "LayerNorm_0": {"scale": np.ones((members, width)), "bias": np.zeros((members, width))},
-    }}
+    official = {
+        "value_net": {
+            "Dense_0": {
+                "kernel": np.arange(members * (obs + chunk) * width, dtype=float).reshape(members, obs + chunk, width),
+                "bias": np.zeros((members, width)),
+            },
+            "Dense_1": {"kernel": np.ones((members, width, 1)), "bias": np.zeros((members, 1))},
+            "LayerNorm_0": {"scale": np.ones((members, width)), "bias": np.zeros((members, width))},
+        }
+    }
     (mlp,) = transplant(official, template)["params"].values()
     np.testing.assert_array_equal(mlp["Dense_0"]["kernel"], official["value_net"]["Dense_0"]["kernel"])
 
 
 def test_by_name_transplant_transposes_only_where_the_transpose_fits():
-    template = {"params": {"FourierFeatures_0": {"kernel": np.zeros((1, 4))}, "MLP_0": {"Dense_0": {
-        "kernel": np.zeros((2, 2)), "bias": np.zeros(2)}}}}
+    template = {
+        "params": {
+            "FourierFeatures_0": {"kernel": np.zeros((1, 4))},
+            "MLP_0": {"Dense_0": {"kernel": np.zeros((2, 2)), "bias": np.zeros(2)}},
+        }
+    }
     square = np.array([[1.0, 2.0], [3.0, 4.0]])
-    official = {"FourierFeatures_0": {"kernel": np.arange(4.0)[:, None]},
-                "MLP_0": {"Dense_0": {"kernel": square, "bias": np.ones(2)}}}
+    official = {
+        "FourierFeatures_0": {"kernel": np.arange(4.0)[:, None]},
+        "MLP_0": {"Dense_0": {"kernel": square, "bias": np.ones(2)}},
+    }
     mapped = transplant_by_name(official, template)["params"]
     np.testing.assert_array_equal(mapped["FourierFeatures_0"]["kernel"], [[0.0, 1.0, 2.0, 3.0]])
     np.testing.assert_array_equal(mapped["MLP_0"]["Dense_0"]["kernel"], square)  # Same shape: never transposed.
     with pytest.raises(ValueError, match="no MLP_0/Dense_0/bias"):
-        transplant_by_name({"FourierFeatures_0": official["FourierFeatures_0"], "MLP_0": {"Dense_0": {
-            "kernel": square}}}, template)
+        transplant_by_name(
+            {"FourierFeatures_0": official["FourierFeatures_0"], "MLP_0": {"Dense_0": {"kernel": square}}}, template
+        )
 
 
 def test_layers_are_ordered_by_number_not_name():
@@ -95,15 +109,23 @@ def test_table_escapes_pipes_and_shows_missing_values():
 
 
 def test_constraints_keep_pins_and_drop_gpu_plugins():
-    requirements = "# comment\njax==0.4.30\njax-cuda12-plugin==0.4.30\nnvidia-cublas-cu12==1\nmujoco-py==2.1\n" \
-                   "numpy==2.4.4 ; python_full_version >= '3.11'\n    # via x\n"
+    requirements = (
+        "# comment\njax==0.4.30\njax-cuda12-plugin==0.4.30\nnvidia-cublas-cu12==1\nmujoco-py==2.1\n"
+        "numpy==2.4.4 ; python_full_version >= '3.11'\n    # via x\n"
+    )
     assert official_constraints(requirements) == "jax==0.4.30\nnumpy==2.4.4 ; python_full_version >= '3.11'\n"
 
 
 @pytest.mark.skipif(not os.environ.get("QGF_OFFICIAL_CHECKOUT"), reason="QGF_OFFICIAL_CHECKOUT names no checkout")
 def test_parity_with_the_official_checkout(tmp_path):
-    command = [sys.executable, "-m", "bench.parity", f"--official={os.environ['QGF_OFFICIAL_CHECKOUT']}",
-               "--size=fast", f"--out={tmp_path / 'parity.md'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.parity",
+        f"--official={os.environ['QGF_OFFICIAL_CHECKOUT']}",
+        "--size=fast",
+        f"--out={tmp_path / 'parity.md'}",
+    ]
     if os.environ.get("QGF_OFFICIAL_PYTHON"):
         command.append(f"--official_python={os.environ['QGF_OFFICIAL_PYTHON']}")
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)

@@ -466,7 +466,7 @@ def methods(hidden) -> list[dict]:
             },
             act=dict(weights=(0.0,), best_of_n=(1,), guidance=False, draws=[("normal", "noise_with_candidates")]),
             update=True,
-            # Flow matching's (a_0, t), then the memoryless rollout's start and its K noises (the last one unused there).
+            # Flow matching's (a_0, t), then the memoryless rollout's start and its K noises (the last unused there).
             draws=[("normal", "flow_noise"), ("uniform", "flow_times"), ("normal", "start")]
             + [("normal", f"noise/{i}") for i in range(9)]
             + [("normal", None)],

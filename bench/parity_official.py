@@ -10,6 +10,7 @@ to the imported modules; the checkout is never edited), and both results are rep
 """
 
 import contextlib
+import functools
 import importlib
 import json
 import sys
@@ -348,7 +349,7 @@ def extra_checks(cases) -> dict:
         config = build_config(module, case["config"])
         agent_class = getattr(module, case["class"])
         observations, actions = jnp.zeros((1, case["obs_dim"])), jnp.zeros((1, case["action_dim"]))
-        shapes = jax.eval_shape(agent_class.create, 0, observations, actions, config)
+        shapes = jax.eval_shape(functools.partial(agent_class.create, 0, observations, actions, config))
         store = (ModuleDictState if case["store"] == "module_dict" else SeparateStates)(case["networks"])
         counts[case["name"]] = {
             name: int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))

@@ -34,12 +34,12 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 
 import numpy as np
 
+from envs.orphans import end_with_parent
 from envs.specs import FAMILIES, parse_name
 
 DEFAULT_DATASET_DIR = "~/.ogbench/data"  # OGBench's default, where its loader looks
@@ -212,21 +212,9 @@ def _collect_range(dataset_name, seed, first, stop, max_episode_steps, out_path,
         np.savez(f, **arrays)
 
 
-def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """Ends this worker (from a daemon thread) once `parent_pid` is gone: a parent killed by SIGKILL cannot stop
-    its workers, which would otherwise run on at full CPU, orphaned."""
-
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(poll_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id, parent_pid) -> None:
+    end_with_parent(parent_pid)  # first: a parent killed by SIGKILL cannot stop its workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
-    _exit_with_parent(parent_pid)
     try:
         _collect_range(
             dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(("steps", steps))

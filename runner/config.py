@@ -204,6 +204,9 @@ def resolve(options: Options) -> RunPlan:
     saved = _saved_run(options)
     if options.num_seeds < 1:
         raise configs.ConfigError(f"--num_seeds={options.num_seeds} must be at least 1")
+    for name in ("seed", "eval_reset_seed"):  # environments reset from seeds >= 0
+        if (getattr(options, name) or 0) < 0:
+            raise configs.ConfigError(f"--{name}={getattr(options, name)} must be 0 or more")
     batching = seed_batching(options.seed_batching)
     if options.data not in DATA_SOURCES:
         raise configs.ConfigError(

@@ -52,7 +52,7 @@ class Session:
     sweep: object = None  # runner.evaluation's `evaluate(states, keys, reset_seeds)`
     rotation: SliceRotation | None = None  # training on a directory of slices
     locks: list = dataclasses.field(default_factory=list)  # the run dirs' RunLocks, released by close()
-    stop: object = None  # runner.interrupt's CtrlC while training: a Ctrl-C abandons an evaluation
+    stop: object = None  # runner.interrupt's StopRequest while training: a stop signal abandons an evaluation
 
     def train_dataset(self, step: int) -> dict:
         """The device dataset the chunk of updates starting at `step` samples from: the slice of that step on a

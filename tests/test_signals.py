@@ -19,6 +19,7 @@ from test_reliability import compile_cache, last_error_line, step_dirs  # noqa: 
 from configs import ConfigError
 from runner.config import Options, resolve
 from runner.interrupt import STOP_SIGNALS, StopRequested, deferred_stop
+from scripts import sweep
 
 MAIN = [sys.executable, os.path.join(ROOT, "main.py")]
 
@@ -237,3 +238,80 @@ def test_a_repeated_scheduler_signal_is_absorbed_and_ctrl_c_then_quits_at_once()
         with pytest.raises(StopRequested):
             stop.check()
     assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
+
+
+# ---------------------------------------------------------------- scripts.sweep on SLURM
+
+
+def test_a_slurm_sweep_asks_for_the_warning_signal_and_requeueing(tmp_path):
+    import submitit
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    args = sweep.parse_args([f"--tasks={TINY_TASK}", "--executor=slurm", "--partition=gpu"])
+    parameters = sweep.slurm_parameters(args)
+    submitit.AutoExecutor(folder=tmp_path, cluster="local").update_parameters(**parameters)  # valid names
+    slurm = {name.removeprefix("slurm_"): value for name, value in parameters.items()}
+    script = _make_sbatch_string(command="python -m submitit.core._submit", folder=tmp_path, **slurm).splitlines()
+    assert f"#SBATCH --signal=USR1@{sweep.SIGNAL_DELAY_S}" in script and "#SBATCH --requeue" in script
+    assert "#SBATCH --partition=gpu" in script
+    # The job's submitit handles the signal the setup line names (it reads it when imported).
+    setup = script.index("export SUBMITIT_PREEMPT_SIGNAL=USR1")
+    assert setup < script.index("# command")
+    probe = "from submitit.slurm.slurm import SlurmJobEnvironment as E; print(E._usr_sig().name)"
+    env = {**os.environ, "SUBMITIT_PREEMPT_SIGNAL": "USR1"}
+    assert subprocess.check_output([sys.executable, "-c", probe], env=env, text=True).strip() == "SIGUSR1"
+
+
+# A stand-in for main.py: on SIGUSR1 it takes a moment to save, then stops with main.py's status.
+STAND_IN = """
+import os, signal, sys, time
+warned = []
+signal.signal(signal.SIGUSR1, lambda *_: warned.append(1))
+open(sys.argv[1] + ".ready", "w").close()
+while not warned:
+    time.sleep(0.01)
+time.sleep(0.5)
+open(sys.argv[1] + ".saved", "w").close()
+sys.exit(128 + signal.SIGUSR1)
+"""
+
+# A job process as submitit runs it on SLURM: its handler of the warning calls the job's `checkpoint`, then exits.
+JOB = """
+import signal, sys
+from scripts.sweep import Job, Step
+
+job = Job([Step((sys.executable, "-c", sys.argv[1], sys.argv[2]), sys.argv[3], "")])
+
+def warned(signum, frame):
+    again = job.checkpoint().function
+    print("requeued", type(again).__name__, again.steps == job.steps, again.running, flush=True)
+    sys.exit(1)
+
+signal.signal(signal.SIGUSR1, warned)
+job()
+"""
+
+
+def test_a_warned_sweep_job_waits_for_main_to_save_then_is_requeued(tmp_path):
+    marker = str(tmp_path / "main")
+    log_path = tmp_path / "job.log"
+    job = start([sys.executable, "-c", JOB, STAND_IN, marker, str(tmp_path / "run")], log_path, start_new_session=True)
+    try:
+        wait_for(lambda: os.path.exists(marker + ".ready"), job, log_path, timeout=60)
+        os.killpg(job.pid, signal.SIGUSR1)  # SLURM signals every process of the job step
+        job.wait(timeout=30)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert "requeued Job True None" in open(log_path).read(), open(log_path).read()
+    assert os.path.exists(marker + ".saved")  # main.py had saved before the job was requeued
+
+
+def test_a_failed_sweep_job_shows_mains_error_line(tmp_path, capsys):
+    argv = [f"--tasks={TINY_TASK}", "--methods=qgf", f"--root={tmp_path}", "--poll_s=0.2", "--extra=--agent.lr=-1"]
+    with pytest.raises(SystemExit, match="^1 job\\(s\\) failed"):
+        sweep.main(argv)
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 1 and failed[0].endswith(": error: --agent.lr=-1.0 must be > 0"), out
+    assert "Traceback" not in out and "CalledProcessError" not in out, out

@@ -22,6 +22,7 @@ from runner.interrupt import STOP_SIGNALS, StopRequested, deferred_stop
 from scripts import sweep
 
 MAIN = [sys.executable, os.path.join(ROOT, "main.py")]
+pytestmark = pytest.mark.usefixtures("compile_cache")  # main.py runs share compiled programs
 
 
 def spawned_children(pid: int) -> list[int]:
@@ -76,9 +77,7 @@ def assert_ended_soon(pids: list[int], within_s: float) -> None:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes in /proc")
-def test_a_killed_evaluation_worker_loses_no_training_and_the_rerun_finishes(
-    tiny_dataset_dir, tmp_path, compile_cache
-):
+def test_a_killed_evaluation_worker_loses_no_training_and_the_rerun_finishes(tiny_dataset_dir, tmp_path):
     run_dir = tmp_path / "run"
     flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS]
     flags += ["--save_every=4", "--eval_episodes=4"]  # 8 episodes: two evaluation workers, each busy a while
@@ -121,9 +120,7 @@ LONG_FLAGS = ["--train_steps=1000", "--eval_every=1000", "--save_every=1000"]  #
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_a_scheduler_signal_saves_the_step_reached_and_the_rerun_resumes(
-    signum, tiny_dataset_dir, tmp_path, compile_cache
-):
+def test_a_scheduler_signal_saves_the_step_reached_and_the_rerun_resumes(signum, tiny_dataset_dir, tmp_path):
     run_dir = tmp_path / "run"
     flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS]
     flags += LONG_FLAGS
@@ -153,7 +150,7 @@ def test_a_scheduler_signal_saves_the_step_reached_and_the_rerun_resumes(
 
 
 @pytest.mark.parametrize("after_s", [0.5, 1.5, 3.0, 5.0])
-def test_ctrl_c_during_start_up_ends_the_run_at_once_in_one_line(after_s, tiny_dataset_dir, tmp_path, compile_cache):
+def test_ctrl_c_during_start_up_ends_the_run_at_once_in_one_line(after_s, tiny_dataset_dir, tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while importing, resolving, loading data and
     compiling: the run ends within seconds, with one line and status 130, every time."""
     flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={tmp_path}/run", *TINY_RUN_FLAGS]

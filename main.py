@@ -119,7 +119,14 @@ def options_from_flags(agent_name: str, command: str) -> Options:
 def main(agent_name: str, command: str) -> None:
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every step of a save at INFO.
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as error:  # no cluster found, or no coordinator reached
+            what = " ".join(str(error).split())[:300].rstrip(".")
+            raise configs.ConfigError(
+                f"--distributed: {what}; start one process per host under a cluster manager (e.g. srun), or drop "
+                "--distributed on one machine"
+            ) from None
     plan = resolve(options_from_flags(agent_name, command))
     (runner.evaluate if plan.eval_only else runner.train)(plan)
 
@@ -144,6 +151,11 @@ def run_reporting_user_errors(agent_name: str, command: str) -> None:
         sys.exit(f"error: {error}; free some space and rerun the same command: it resumes from the last checkpoint")
 
 
+def refuse_arguments(argv: list[str]) -> None:
+    """main.py takes flags only: a word without `--` is a typo (e.g. `--seed 1 2`), not something to ignore."""
+    sys.exit(f"error: unexpected argument(s) {' '.join(argv[1:])}; main.py takes flags only, e.g. --seed=1")
+
+
 if __name__ == "__main__":
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     # config_flags finds `--agent.<field>` overrides in sys.argv itself, so the name flag must leave it.
@@ -155,4 +167,4 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_dict(
         "agent", configs.get_config(agent_name), "Agent config; set fields as --agent.<field>."
     )
-    app.run(lambda argv: run_reporting_user_errors(agent_name, command))
+    app.run(lambda argv: run_reporting_user_errors(agent_name, command) if len(argv) == 1 else refuse_arguments(argv))

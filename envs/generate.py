@@ -474,6 +474,9 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:  # its work directory is removed; files already there are unchanged
         sys.exit(f"error: stopped (Ctrl-C) before {args.dataset} was complete; the files already there are unchanged")
     except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTDIR):  # --dir, or a directory above it, is a file
+            what = f"{error.strerror}: {error.filename}"
+            sys.exit(f"error: --dir={args.dir} is not a directory ({what}); choose another --dir")
         if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         sys.exit(

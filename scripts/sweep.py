@@ -249,6 +249,19 @@ def plan(args) -> list:
     if args.eval_episodes is not None and args.eval_episodes > HELDOUT_OFFSET:
         raise SystemExit(f"--eval_episodes must be <= {HELDOUT_OFFSET}, or held-out episodes overlap reported ones")
     import configs
+    import envs
+
+    for task in args.tasks:
+        try:
+            envs.parse_name(task)
+        except ValueError as error:
+            raise SystemExit(f"error: --tasks: {error}") from None
+    for task in args.tasks:
+        try:
+            for agent in {method.agent for method in methods.values()}:
+                configs.get_config(agent, task_preset(task, args.preset))
+        except configs.ConfigError as error:
+            raise SystemExit(f"error: --preset={args.preset}: {error}") from None
 
     python = [sys.executable, os.path.join(ROOT, "main.py")]
     extra = shlex.split(args.extra)

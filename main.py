@@ -17,13 +17,11 @@ if __name__ == "__main__":
     stop_at_once()
 elif __name__ == "__mp_main__":
     # A worker process (evaluation, dataset generation) started by 'spawn' runs this file first: it ends with
-    # its parent even while importing, and leaves Ctrl-C, sent to the whole terminal's process group, to it.
-    import signal
-
-    from envs.orphans import end_with_parent
+    # its parent even while importing, and leaves stop signals, sent to a whole process group or job step, to it.
+    from envs.orphans import end_with_parent, ignore_stop_signals
 
     end_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_stop_signals()
 
 import errno
 import shlex

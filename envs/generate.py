@@ -31,7 +31,6 @@ import multiprocessing
 import os
 import queue as queue_lib
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import traceback
 
 import numpy as np
 
-from envs.orphans import end_with_parent
+from envs.orphans import end_with_parent, ignore_stop_signals
 from envs.specs import FAMILIES, parse_name
 
 DEFAULT_DATASET_DIR = "~/.ogbench/data"  # OGBench's default, where its loader looks
@@ -214,7 +213,7 @@ def _collect_range(dataset_name, seed, first, stop, max_episode_steps, out_path,
 
 def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id, parent_pid) -> None:
     end_with_parent(parent_pid)  # first: a parent killed by SIGKILL cannot stop its workers
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    ignore_stop_signals()
     try:
         _collect_range(
             dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(("steps", steps))

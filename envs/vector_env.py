@@ -19,14 +19,13 @@ import ctypes
 import gc
 import multiprocessing
 import os
-import signal
 import time
 import traceback
 
 import numpy as np
 
 from envs.datasets import make_env
-from envs.orphans import end_with_parent
+from envs.orphans import end_with_parent, ignore_stop_signals
 
 REPLY_TIMEOUT_S = 1800.0  # longest wait for one worker reply (e.g. building hundreds of envs), then raise
 POLL_S = 1.0  # how often a waiting parent checks that its workers are alive
@@ -146,7 +145,7 @@ class WorkerError(RuntimeError):
 def _worker(conn, env_name: str, env_kwargs: dict, parent_pid: int) -> None:
     """Serve ('reset' | 'step' | 'results', *args) requests on `LocalEpisodes` until 'close'."""
     end_with_parent(parent_pid)  # a parent killed mid-request cannot tell its busy workers to stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    ignore_stop_signals()
     episodes = LocalEpisodes(env_name, env_kwargs)
     commands = {"reset": episodes.reset, "step": episodes.step, "results": episodes.results}
     try:

@@ -33,7 +33,7 @@ class RunStopped(Exception):
 def _first_and_last_line(error: BaseException) -> str:
     """`error` in one line: a worker's failure carries its traceback, whose last line says what failed."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
-    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')} {lines[-1]}"
+    return (lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')} {lines[-1]}").rstrip(".")
 
 
 class EvaluationFailed(Exception):
@@ -100,6 +100,8 @@ def train(plan: RunPlan) -> list[str]:
         except StopRequested:  # abandoned; it runs first when the run resumes
             raise RunStopped(step, stop.signum) from None
         except Exception as error:
+            if stop.requested:  # e.g. a worker killed by the scheduler that is stopping this run
+                raise RunStopped(step, stop.signum) from None
             if isinstance(error, OSError) and error.errno is not None:  # a full or read-only disk: main.py's to name
                 raise
             raise EvaluationFailed(step, plan.train_dirs, error) from error

@@ -149,6 +149,28 @@ def test_a_scheduler_signal_saves_the_step_reached_and_the_rerun_resumes(signum,
         assert int(read_csv(run_dir / "train.csv")[-1]["step"]) == 1000
 
 
+def test_a_scheduler_signal_to_every_process_during_an_evaluation_stops_the_run(tiny_dataset_dir, tmp_path):
+    """SLURM signals every process of a job step, evaluation workers included: the evaluation is abandoned and the
+    run stops as when main.py alone is signalled, not as a failed evaluation."""
+    run_dir = tmp_path / "run"
+    flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", f"--run_dir={run_dir}", *TINY_RUN_FLAGS]
+    log_path = tmp_path / "log"
+    process = start([*MAIN, *flags, "--eval_episodes=4"], log_path, start_new_session=True)
+    try:
+        wait_for(lambda: spawned_children(process.pid), process, log_path)  # the evaluation of step 4 has begun
+        time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGUSR1)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    output = open(log_path).read()
+    assert process.returncode == 128 + signal.SIGUSR1 and "Traceback" not in output, output[-3000:]
+    assert output.strip().splitlines()[-1] == "stopped at step 4; rerun the same command to resume", output[-2000:]
+    assert step_dirs(str(run_dir)) == ["2", "4"]
+    assert not (run_dir / "eval.csv").exists() or not read_csv(run_dir / "eval.csv")  # abandoned: done on resume
+
+
 @pytest.mark.parametrize("after_s", [0.5, 1.5, 3.0, 5.0])
 def test_ctrl_c_during_start_up_ends_the_run_at_once_in_one_line(after_s, tiny_dataset_dir, tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while importing, resolving, loading data and

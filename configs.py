@@ -560,6 +560,18 @@ def check_config(config: ml_collections.ConfigDict, guidance_weights) -> None:
     require(0 <= config.target_rate <= 1, f"--agent.target_rate={config.target_rate} must lie in [0, 1]")
     require(config.num_critics >= 1, f"--agent.num_critics={config.num_critics} must be >= 1")
     require(config.best_of_n >= 1, f"--agent.best_of_n={config.best_of_n} must be >= 1")
+    if "activation" in config:
+        require(
+            config.activation in ACTIVATION_NAMES,
+            f"unknown --agent.activation={config.activation!r}{closest(str(config.activation), ACTIVATION_NAMES)}; "
+            f"choose one of {list(ACTIVATION_NAMES)}",
+        )
+    for field in ("actor_hidden_dims", "critic_hidden_dims"):
+        dims = config.get(field, (1,))
+        require(
+            isinstance(dims, tuple | list) and len(dims) > 0 and all(type(d) is int and d >= 1 for d in dims),
+            f"--agent.{field}={dims!r} must be one width >= 1 per hidden layer, e.g. '(256,256)'",
+        )
     if "grad_steps" in config:  # GradStep, on every agent that samples its flow with a critic.
         require(config.grad_steps >= 0, f"--agent.grad_steps={config.grad_steps} must be >= 0 (0 turns GradStep off)")
         require(

@@ -11,10 +11,24 @@ This file only turns flags into a `runner.config.Options`; `runner.config.resolv
 `runner.train` / `runner.evaluate` carry it out (both callable from a test or a notebook).
 """
 
+if __name__ == "__main__":
+    # First, before the imports below take their seconds: a stop signal during start-up ends the run at once.
+    from runner.interrupt import stop_at_once
+
+    stop_at_once()
+elif __name__ == "__mp_main__":
+    # A worker process (evaluation, dataset generation) started by 'spawn' runs this file first: it ends with
+    # its parent even while importing, and leaves stop signals, sent to a whole process group or job step, to it.
+    from envs.orphans import end_with_parent, ignore_stop_signals
+
+    end_with_parent()
+    ignore_stop_signals()
+
 import errno
 import json
 import shlex
 import sys
+import traceback
 import warnings
 
 import jax
@@ -26,11 +40,12 @@ import envs
 import runner
 from agents.training import NonFiniteLossError
 from envs.generate import DatasetWriteError
+from envs.vector_env import WorkerError
 from runner.checkpoints import CheckpointError
 from runner.config import RUN_OVERRIDES, Options, check_agent_arguments, dry_run_view, resolve, split_agent_name
 from runner.run_dir import ConfigMismatchError
 from runner.run_lock import RunDirLockedError
-from runner.train_loop import RunStopped
+from runner.train_loop import EvaluationFailed, RunStopped
 
 # Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds). Set before the
 # first environment imports MuJoCo (`envs` imports lazily).
@@ -124,7 +139,14 @@ def main(agent_name: str, command: str) -> None:
         print(json.dumps(dry_run_view(plan), indent=2, sort_keys=True))
         return
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as error:  # no cluster found, or no coordinator reached
+            what = " ".join(str(error).split())[:300].rstrip(".")
+            raise configs.ConfigError(
+                f"--distributed: {what}; start one process per host under a cluster manager (e.g. srun), or drop "
+                "--distributed on one machine"
+            ) from None
     (runner.evaluate if plan.eval_only else runner.train)(plan)
 
 
@@ -133,18 +155,24 @@ def run_reporting_user_errors(agent_name: str, command: str) -> None:
         main(agent_name, command)
     except USER_ERRORS as error:
         sys.exit(f"error: {error}")
-    except RunStopped as stopped:  # Ctrl-C, with a checkpoint of the step reached
+    except RunStopped as stopped:  # a stop signal while training, with a checkpoint of the step reached
         print(stopped, file=sys.stderr, flush=True)
-        sys.exit(130)
-    except KeyboardInterrupt:  # Ctrl-C before training began (loading data, compiling) or while evaluating
-        print("\nstopped (Ctrl-C); the checkpoints are as they were: rerun the same command to go on", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(stopped.status)
+    except EvaluationFailed as failed:  # with the step's checkpoint saved
+        if not isinstance(failed.__cause__, WorkerError):  # not a worker's death or failure: maybe a bug here
+            traceback.print_exception(failed.__cause__)
+        sys.exit(f"error: {failed}")
     except OSError as error:
         if error.errno in _CANNOT_WRITE:
             sys.exit(f"error: cannot write {error.filename} ({error.strerror}); choose a writable directory")
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):  # A full disk while writing config.json, logs, report.
             raise
         sys.exit(f"error: {error}; free some space and rerun the same command: it resumes from the last checkpoint")
+
+
+def refuse_arguments(argv: list[str]) -> None:
+    """main.py takes flags only: a word without `--` is a typo (e.g. `--seed 1 2`), not something to ignore."""
+    sys.exit(f"error: unexpected argument(s) {' '.join(argv[1:])}; main.py takes flags only, e.g. --seed=1")
 
 
 if __name__ == "__main__":
@@ -158,4 +186,4 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_dict(
         "agent", configs.get_config(agent_name), "Agent config; set fields as --agent.<field>."
     )
-    app.run(lambda argv: run_reporting_user_errors(agent_name, command))
+    app.run(lambda argv: run_reporting_user_errors(agent_name, command) if len(argv) == 1 else refuse_arguments(argv))

@@ -31,15 +31,14 @@ import multiprocessing
 import os
 import queue as queue_lib
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 
 import numpy as np
 
+from envs.orphans import end_with_parent, ignore_stop_signals
 from envs.specs import FAMILIES, parse_name
 
 DEFAULT_DATASET_DIR = "~/.ogbench/data"  # OGBench's default, where its loader looks
@@ -212,21 +211,9 @@ def _collect_range(dataset_name, seed, first, stop, max_episode_steps, out_path,
         np.savez(f, **arrays)
 
 
-def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """Ends this worker (from a daemon thread) once `parent_pid` is gone: a parent killed by SIGKILL cannot stop
-    its workers, which would otherwise run on at full CPU, orphaned."""
-
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(poll_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id, parent_pid) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
-    _exit_with_parent(parent_pid)
+    end_with_parent(parent_pid)  # first: a parent killed by SIGKILL cannot stop its workers
+    ignore_stop_signals()
     try:
         _collect_range(
             dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(("steps", steps))
@@ -486,6 +473,9 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:  # its work directory is removed; files already there are unchanged
         sys.exit(f"error: stopped (Ctrl-C) before {args.dataset} was complete; the files already there are unchanged")
     except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTDIR):  # --dir, or a directory above it, is a file
+            what = f"{error.strerror}: {error.filename}"
+            sys.exit(f"error: --dir={args.dir} is not a directory ({what}); choose another --dir")
         if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         sys.exit(

@@ -11,20 +11,21 @@ Workers are 'spawn'ed (the parent has JAX loaded, which does not survive fork) a
 module, numpy and OGBench (and, as 'spawn' does, the caller's `__main__`, which must guard its entry
 point with `if __name__ == '__main__':`). Slot s lives on worker `s % W` (round robin, so a batch laid
 out in blocks, such as a guidance sweep, spreads its slow and fast blocks over all workers). A worker
-error is raised in the parent with the worker's traceback; a dead or silent worker raises instead of
-hanging.
+error is raised in the parent as a `WorkerError` with the worker's traceback; a dead or silent worker
+raises one instead of hanging. Workers end with their parent (envs.orphans), even one killed by SIGKILL.
 """
 
 import ctypes
 import gc
 import multiprocessing
-import signal
+import os
 import time
 import traceback
 
 import numpy as np
 
 from envs.datasets import make_env
+from envs.orphans import end_with_parent, ignore_stop_signals
 
 REPLY_TIMEOUT_S = 1800.0  # longest wait for one worker reply (e.g. building hundreds of envs), then raise
 POLL_S = 1.0  # how often a waiting parent checks that its workers are alive
@@ -137,9 +138,14 @@ class LocalEpisodes:
         return [e.result() for e in self.episodes]
 
 
-def _worker(conn, env_name: str, env_kwargs: dict) -> None:
+class WorkerError(RuntimeError):
+    """An evaluation worker failed (the message holds its traceback), died, or sent no reply."""
+
+
+def _worker(conn, env_name: str, env_kwargs: dict, parent_pid: int) -> None:
     """Serve ('reset' | 'step' | 'results', *args) requests on `LocalEpisodes` until 'close'."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    end_with_parent(parent_pid)  # a parent killed mid-request cannot tell its busy workers to stop
+    ignore_stop_signals()
     episodes = LocalEpisodes(env_name, env_kwargs)
     commands = {"reset": episodes.reset, "step": episodes.step, "results": episodes.results}
     try:
@@ -167,7 +173,8 @@ class WorkerPool:
         try:
             for _ in range(num_workers):
                 parent_conn, child_conn = ctx.Pipe()
-                proc = ctx.Process(target=_worker, args=(child_conn, env_name, env_kwargs), daemon=True)
+                args = (child_conn, env_name, env_kwargs, os.getpid())
+                proc = ctx.Process(target=_worker, args=args, daemon=True)
                 self.conns.append(parent_conn)
                 self.procs.append(proc)
                 proc.start()
@@ -185,22 +192,22 @@ class WorkerPool:
             try:
                 self.conns[w].send(request)
             except OSError:
-                raise RuntimeError(f"Evaluation worker {w} is gone (exit code {self.procs[w].exitcode}).") from None
+                raise WorkerError(f"Evaluation worker {w} is gone (exit code {self.procs[w].exitcode}).") from None
         return {w: self._receive(w) for w in requests}
 
     def _receive(self, w: int):
         deadline = time.monotonic() + REPLY_TIMEOUT_S
         while not self.conns[w].poll(POLL_S):
             if not self.procs[w].is_alive():
-                raise RuntimeError(f"Evaluation worker {w} died (exit code {self.procs[w].exitcode}).")
+                raise WorkerError(f"Evaluation worker {w} died (exit code {self.procs[w].exitcode}).")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Evaluation worker {w} sent no reply in {REPLY_TIMEOUT_S:.0f} s.")
+                raise WorkerError(f"Evaluation worker {w} sent no reply in {REPLY_TIMEOUT_S:.0f} s.")
         try:
             status, payload = self.conns[w].recv()
         except (EOFError, OSError):
-            raise RuntimeError(f"Evaluation worker {w} closed its pipe (exit code {self.procs[w].exitcode}).") from None
+            raise WorkerError(f"Evaluation worker {w} closed its pipe (exit code {self.procs[w].exitcode}).") from None
         if status == "error":
-            raise RuntimeError(f"Evaluation worker {w} failed:\n{payload}")
+            raise WorkerError(f"Evaluation worker {w} failed:\n{payload}")
         return payload
 
     def _split(self, slots) -> dict:

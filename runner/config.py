@@ -9,6 +9,7 @@ import dataclasses
 import glob
 import json
 import os
+import resource
 
 import ml_collections
 
@@ -143,6 +144,11 @@ def check_agent_arguments(agent_name: str, argv: list[str]) -> None:
                     f"unknown --agent.{field}{configs.closest(field, fields)}; agent '{agent_name}' has the "
                     f"fields {', '.join(sorted(fields))}"
                 )
+            if "." in field and not isinstance(fields[field.split(".")[0]], ml_collections.ConfigDict):
+                name = field.split(".")[0]
+                raise configs.ConfigError(
+                    f"--agent.{field}: --agent.{name} has no fields; set it whole, --agent.{name}=<value>"
+                )
 
 
 def check_run_steps(run: ml_collections.ConfigDict, training: bool) -> None:
@@ -162,6 +168,33 @@ def check_run_steps(run: ml_collections.ConfigDict, training: bool) -> None:
             raise configs.ConfigError(
                 f"--{name}={run[name]} must be a multiple of --steps_per_call={run.steps_per_call}"
             )
+
+
+FILES_PER_SEED = 8  # open at once by each seed of a run: its run lock, TensorBoard writer, checkpoint manager, logs
+
+
+def check_open_files(num_seeds: int) -> None:
+    """Raises ConfigError when the seeds of one process would need more open files than it may have (found here,
+    before a run dir is made, rather than after thousands of them)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit != resource.RLIM_INFINITY and num_seeds * FILES_PER_SEED + 256 > limit:
+        most = max(1, (limit - 256) // FILES_PER_SEED)
+        raise configs.ConfigError(
+            f"--num_seeds={num_seeds} needs about {num_seeds * FILES_PER_SEED} open files, more than this process "
+            f"may open ({limit}, `ulimit -n`); train at most {most} seeds per process"
+        )
+
+
+def check_run_dir(run_dir: str) -> None:
+    """Raises ConfigError for a run dir that cannot be one: an existing file, or a name too long for the OS."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise configs.ConfigError(f"--run_dir={run_dir} is a file, not a directory; choose another --run_dir")
+    too_long = [part for part in run_dir.split(os.sep) if len(part.encode()) > 255]
+    if too_long:
+        raise configs.ConfigError(
+            f"--run_dir has a name of {len(too_long[0].encode())} bytes ({too_long[0][:40]}...); the file system "
+            "allows 255: choose a shorter --run_dir"
+        )
 
 
 def _saved_run(options: Options) -> dict | None:
@@ -192,6 +225,13 @@ def _saved_run(options: Options) -> dict | None:
     missing = [k for k in keys if k not in saved] if isinstance(saved, dict) else list(keys)
     if missing:
         raise configs.ConfigError(f"{path} is not a run's config.json (it lacks {', '.join(missing)})")
+    kinds = {"agent": str, "preset": str, "env": str, "seed": int, "agent_config": dict, "run": dict}
+    for key, kind in kinds.items():
+        if not isinstance(saved[key], kind) or (kind is int and isinstance(saved[key], bool)):
+            raise configs.ConfigError(
+                f"{path}: {key} is {json.dumps(saved[key])}, not a {'whole number' if kind is int else kind.__name__} "
+                "(edited by hand?); restore it from a copy"
+            )
     return saved
 
 
@@ -283,6 +323,9 @@ def resolve(options: Options) -> RunPlan:
     saved = _saved_run(options)
     if options.num_seeds < 1:
         raise configs.ConfigError(f"--num_seeds={options.num_seeds} must be at least 1")
+    for name in ("seed", "eval_reset_seed"):  # environments reset from seeds >= 0
+        if (getattr(options, name) or 0) < 0:
+            raise configs.ConfigError(f"--{name}={getattr(options, name)} must be 0 or more")
     batching = seed_batching(options.seed_batching)
     if options.data not in DATA_SOURCES:
         raise configs.ConfigError(
@@ -303,8 +346,14 @@ def resolve(options: Options) -> RunPlan:
                 "they take their defaults, the behaviour of the code that wrote the run",
                 flush=True,
             )
-        config.update(saved["agent_config"])
-        run.update(saved["run"])
+        try:  # a ConfigDict keeps each field's type
+            config.update(saved["agent_config"])
+            run.update(saved["run"])
+        except (TypeError, ValueError) as error:
+            raise configs.ConfigError(
+                f"{options.restore}/config.json holds a value of the wrong type (edited by hand?): "
+                f"{' '.join(str(error).split())}; restore it from a copy"
+            ) from None
     for field, value in options.agent_overrides.items():
         config[field] = value
     for name in RUN_OVERRIDES:
@@ -321,6 +370,8 @@ def resolve(options: Options) -> RunPlan:
         raise configs.ConfigError(f"{options.restore} holds a '{saved['agent']}' run; drop --agent={options.agent}")
     env_name = saved["env"] if saved else options.env or run.env_name
     weights = saved["guidance_weights"] if saved else list(config.guidance_weights)
+    if options.guidance_weights is not None and not any(str(w).strip() for w in options.guidance_weights):
+        raise configs.ConfigError("--guidance_weights is empty; give one weight or more, e.g. 0,0.01,0.1")
     if options.guidance_weights:
         try:
             weights = [float(w) for w in options.guidance_weights]
@@ -340,11 +391,14 @@ def resolve(options: Options) -> RunPlan:
     if options.eval_reset_seed is not None and len(seeds) > 1:
         raise configs.ConfigError("--eval_reset_seed sets one seed's episodes; drop it with --num_seeds")
     reset_seeds = [1000 * s if options.eval_reset_seed is None else options.eval_reset_seed for s in seeds]
+    check_open_files(len(seeds))
     shared = dict(agent=options.agent, preset=preset, env=env_name, guidance_weights=weights)
     shared["dataset"] = saved.get("dataset") if saved else describe_dataset(run, env_name, options.data)
     shared.update(agent_config=to_plain(config), run=to_plain(run))
     seed_configs = [{**shared, "seed": s, "eval_reset_seed": r} for s, r in zip(seeds, reset_seeds, strict=True)]
     train_dirs = [_seed_run_dir(options, s, c) for s, c in zip(seeds, seed_configs, strict=True)]
+    for d in train_dirs:
+        check_run_dir(d)
     grad_step = (config.get("grad_steps", 0), config.get("grad_step_size", 0.0))
     tag = eval_tag(config.estimator, config.best_of_n, reset_seeds[0], *grad_step)
     settings = evaluation_settings(config, weights, run, reset_seeds[0]) if saved else None

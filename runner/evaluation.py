@@ -115,7 +115,7 @@ def make_sweep_evaluator(
     and is compiled once. Seed s resets its episodes from `reset_seeds[s]`. The batch is seed-major, then
     weight-major as in the module docstring.
     `progress` shows a bar of episodes done; `check_stop()`, called at every decision, may raise to abandon the
-    evaluation (runner.interrupt's Ctrl-C).
+    evaluation (runner.interrupt's stop signals).
     """
     goal_conditioned = not envs.parse_name(env_name).singletask
     tasks = EVAL_TASKS if goal_conditioned else ("all",)

@@ -16,7 +16,7 @@ LOCK_NAME = "run.lock"
 
 
 class RunDirLockedError(RuntimeError):
-    """Another process holds the run directory; the message names it."""
+    """Another process holds the run directory (the message names it), or its lock file cannot be one."""
 
 
 def _holder(path: str) -> dict:
@@ -43,7 +43,13 @@ class RunLock:
         self.path = os.path.join(run_dir, LOCK_NAME)
         self.took_over = None
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except IsADirectoryError:
+                raise RunDirLockedError(
+                    f"{self.path} is a directory, where a run keeps its lock file; remove it, or choose another "
+                    "--run_dir"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

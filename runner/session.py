@@ -23,7 +23,7 @@ from runner.run_dir import write_config, write_json
 from runner.run_lock import RunLock
 from runner.seed_runs import SeedRuns
 from runner.slice_rotation import SliceRotation
-from runner.videos import RenderingUnavailable, choose_gl_backend, write_videos
+from runner.videos import RenderingUnavailable, check_gl_variable, choose_gl_backend, write_videos
 
 
 @dataclasses.dataclass
@@ -53,7 +53,7 @@ class Session:
     sweep: object = None  # runner.evaluation's `evaluate(states, keys, reset_seeds)`
     rotation: SliceRotation | None = None  # training on a directory of slices
     locks: list = dataclasses.field(default_factory=list)  # the run dirs' RunLocks, released by close()
-    stop: object = None  # runner.interrupt's CtrlC while training: a Ctrl-C abandons an evaluation
+    stop: object = None  # runner.interrupt's StopRequest while training: a stop signal abandons an evaluation
     data_line: str = ""  # what the run trains on, for report.md (runner.report.format_data)
 
     def train_dataset(self, step: int) -> dict:
@@ -173,12 +173,17 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
     )
 
     eval_videos = plan.eval_videos
-    if eval_videos:  # before the first env imports MuJoCo, which reads MUJOCO_GL once
-        try:
+    chosen_gl = os.environ.get("MUJOCO_GL", "").strip()  # the user's choice, which is theirs to fix when it fails
+    try:  # before the first env imports MuJoCo, which reads MUJOCO_GL once
+        if eval_videos:
             choose_gl_backend()
-        except RenderingUnavailable as error:
-            print(f"warning: --eval_videos: {error}; evaluating without videos", flush=True)
-            eval_videos = 0
+        else:
+            check_gl_variable()
+    except RenderingUnavailable as error:
+        if chosen_gl:
+            raise configs.ConfigError(str(error)) from None
+        print(f"warning: --eval_videos: {error}; evaluating without videos", flush=True)
+        eval_videos = 0
     start = time.perf_counter()
     env, train_data, val_data = load_data(plan.env_name, plan.run, plan.data, plan.progress)
     check_data_fits(train_data, plan.config)

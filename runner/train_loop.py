@@ -1,9 +1,11 @@
 """The train loop: chunks of `steps_per_call` updates per compiled call, with validation and train.csv rows
 every `log_every` steps, a sweep evaluation every `eval_every` and checkpoints every `save_every`.
 
-A Ctrl-C stops the loop after the chunk in progress (or abandons the evaluation in progress), saves a
-checkpoint of the step reached and raises `RunStopped`; an evaluation abandoned that way runs first when the
-run resumes.
+A step that evaluates is saved first, so an evaluation that fails (a killed worker, a broken renderer) loses no
+training: it raises `EvaluationFailed`, and the rerun evaluates that step first, then goes on.
+A stop signal (Ctrl-C, SIGTERM, SIGUSR1: runner.interrupt) stops the loop after the chunk in progress (or
+abandons the evaluation in progress), saves a checkpoint of the step reached and raises `RunStopped`; an
+evaluation abandoned that way runs first when the run resumes.
 """
 
 import os
@@ -14,16 +16,37 @@ from tqdm import tqdm
 
 from agents.training import check_finite, make_train_chunk, over_seeds
 from runner.config import RunPlan
-from runner.interrupt import StopRequested, deferred_ctrl_c
+from runner.interrupt import StopRequested, deferred_stop, exit_status
 from runner.session import open_session
 
 
 class RunStopped(Exception):
-    """The run stopped at a user's Ctrl-C, with a checkpoint of the step it reached."""
+    """The run stopped at a stop signal `signum`, with a checkpoint of the step it reached; `status` is the exit
+    status that reports it."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, signum: int):
         super().__init__(f"stopped at step {step}; rerun the same command to resume")
         self.step = step
+        self.status = exit_status(signum)
+
+
+def _first_and_last_line(error: BaseException) -> str:
+    """`error` in one line: a worker's failure carries its traceback, whose last line says what failed."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    return (lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')} {lines[-1]}").rstrip(".")
+
+
+class EvaluationFailed(Exception):
+    """The evaluation of a step failed after that step's checkpoint was saved; the message says what failed and
+    how to evaluate it. Raised from the failure itself (`__cause__`)."""
+
+    def __init__(self, step: int, run_dirs: list, cause: BaseException):
+        others = " (and likewise for the other seeds' run dirs)" if len(run_dirs) > 1 else ""
+        super().__init__(
+            f"the evaluation of step {step} failed ({_first_and_last_line(cause)}); the checkpoint of step {step} is "
+            "saved: rerun the same command to evaluate it and go on, or evaluate it alone with "
+            f"`python main.py --eval_only --restore={run_dirs[0]}`{others}"
+        )
 
 
 def train_rows(step: int, steps_per_s: float, metrics: dict, val_metrics: dict, num_seeds: int) -> list[dict]:
@@ -71,14 +94,23 @@ def train(plan: RunPlan) -> list[str]:
     def evaluation_due(step: int) -> bool:
         return step % run.eval_every == 0 or step == run.train_steps
 
+    def evaluate(step: int) -> None:  # once the step's checkpoint is saved
+        try:
+            seconds["eval"] += session.evaluate(step)
+        except StopRequested:  # abandoned; it runs first when the run resumes
+            raise RunStopped(step, stop.signum) from None
+        except Exception as error:
+            if stop.requested:  # e.g. a worker killed by the scheduler that is stopping this run
+                raise RunStopped(step, stop.signum) from None
+            if isinstance(error, OSError) and error.errno is not None:  # a full or read-only disk: main.py's to name
+                raise
+            raise EvaluationFailed(step, plan.train_dirs, error) from error
+
     try:
-        with deferred_ctrl_c() as ctrl_c:
-            session.stop = ctrl_c
-            try:
-                if step and evaluation_due(step) and not session.runs.evaluated(step):
-                    seconds["eval"] += session.evaluate(step)  # abandoned by a Ctrl-C, after its checkpoint
-            except StopRequested:
-                raise RunStopped(step) from None
+        with deferred_stop() as stop:
+            session.stop = stop
+            if step and evaluation_due(step) and not session.runs.evaluated(step):
+                evaluate(step)  # abandoned or failed before
             while step < run.train_steps:
                 start = time.perf_counter()
                 # Not kept in a variable: the rotation releases the previous slice when it hands over the next.
@@ -107,15 +139,12 @@ def train(plan: RunPlan) -> list[str]:
                 jax.block_until_ready(session.states)
                 seconds["train"] += time.perf_counter() - start
                 bar.update(run.steps_per_call)
-                try:
-                    if evaluation_due(step) and not ctrl_c.requested:
-                        seconds["eval"] += session.evaluate(step)
-                except StopRequested:
-                    pass  # abandoned; it runs first when the run resumes from the checkpoint saved next
-                if ctrl_c.requested or step % run.save_every == 0 or step == run.train_steps:
+                if stop.requested or evaluation_due(step) or step % run.save_every == 0:
                     session.runs.save(step, session.states)
-                if ctrl_c.requested:
-                    raise RunStopped(step)
+                if stop.requested:
+                    raise RunStopped(step, stop.signum)
+                if evaluation_due(step):
+                    evaluate(step)
     finally:
         bar.close()
         session.close()

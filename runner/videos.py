@@ -17,7 +17,12 @@ import numpy as np
 
 FPS = 20  # OGBench's manipulation envs act every 0.05 s: the videos play in real time
 _LIBRARIES = {"egl": "EGL", "osmesa": "OSMesa"}  # off-screen backends, in order of preference
-_PROBE = "import mujoco; context = mujoco.GLContext(8, 8); context.make_current(); context.free()"
+# Renders one frame: making a context alone succeeded with MUJOCO_GL=glfw on a headless machine, whose first render
+# then failed in the evaluation.
+_PROBE = (
+    "import mujoco; model = mujoco.MjModel.from_xml_string('<mujoco/>'); renderer = mujoco.Renderer(model, 8, 8); "
+    "renderer.update_scene(mujoco.MjData(model)); renderer.render(); renderer.close()"
+)
 
 
 class RenderingUnavailable(RuntimeError):
@@ -52,6 +57,21 @@ def choose_gl_backend(environ=None) -> str:
             "MUJOCO_GL to a backend that works here"
         )
     return backend
+
+
+def check_gl_variable() -> None:
+    """Raises RenderingUnavailable when MuJoCo cannot even be imported with the user's `MUJOCO_GL` (e.g. an unknown
+    value, or osmesa without libOSMesa): every run imports it, with videos or without."""
+    backend = os.environ.get("MUJOCO_GL", "")
+    if not backend.strip():
+        return
+    probe = subprocess.run([sys.executable, "-c", "import mujoco"], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
+        raise RenderingUnavailable(
+            f"MuJoCo cannot be imported with MUJOCO_GL={backend} ({last}); unset MUJOCO_GL, or set it to a backend "
+            "installed here (egl, osmesa)"
+        )
 
 
 def check_videos_per_weight(videos: int, tasks: int, episodes: int) -> str | None:

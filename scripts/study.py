@@ -26,6 +26,7 @@ import re
 import numpy as np
 
 import configs
+import envs
 from runner.report import weight_label
 from scripts import sweep, table
 
@@ -760,6 +761,13 @@ def main(argv=None) -> None:
         help="the study's datasets, for the coverage table ('' to leave it out)",
     )
     args = parser.parse_args(argv)
+    for task in args.tasks:
+        try:
+            envs.parse_name(task)
+        except ValueError as error:
+            raise SystemExit(f"error: --tasks: {error}") from None
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise SystemExit(f"error: --out={args.out} is a file, not a directory; choose another --out")
     csv_path, md_path = write_study(args.runs, args.out, args.tasks, args.seeds, args.dataset_dir)
     print(f"Wrote {md_path} (generated part), {csv_path} and {os.path.join(args.out, 'study')}/")
 

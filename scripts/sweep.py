@@ -26,12 +26,14 @@ at a time (1 by default: one machine); SLURM gets every job at once. Both go thr
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -146,19 +148,68 @@ class Step:
         return shlex.join(self.argv)
 
 
-def run_steps(steps: list) -> list:
-    """The job: runs every step not yet done, in order, from the repository root; returns what it ran. Each
-    finished step's wall time is appended to its run dir's step_times.csv (what the study reports)."""
-    ran = []
-    for step in steps:
-        if step.done():
-            continue
-        print(f"+ {step.command()}", flush=True)
-        start = time.time()
-        subprocess.run(step.argv, cwd=ROOT, check=True)
-        record_step_time(step, time.time() - start)
-        ran.append(step.command())
-    return ran
+PREEMPT_SIGNAL = signal.SIGUSR1
+"""SLURM's advance warning of the time limit (`sbatch --signal=USR1@<s>`), on which main.py saves the step reached
+and stops (runner.interrupt) and submitit requeues the job, whose rerun resumes it. submitit's own default, USR2,
+would end main.py unsaved."""
+SIGNAL_DELAY_S = 180  # the warning's lead: the chunk of updates in progress, and a save
+MAX_TIMEOUTS = 50  # requeues after reaching the time limit (submitit's default, 3, ends a week-long run on day 4)
+
+
+class StepFailed(RuntimeError):
+    """A main.py command of a job ended with a non-zero status (it printed why, into the job's log)."""
+
+
+class Job:
+    """The job of one grid cell: runs every step not yet done, in order, from the repository root, and returns
+    what it ran; each finished step's wall time is appended to its run dir's step_times.csv (what the study
+    reports).
+
+    On SLURM's warning, submitit calls `checkpoint` in this process's signal handler: it waits for the
+    running main.py (which SLURM signals too; it is signalled again here in case) to save and stop, then gives
+    submitit the job to requeue, which skips the steps done and resumes the one stopped."""
+
+    def __init__(self, steps: list):
+        self.steps = steps
+        self.running = None  # the main.py process of the step in progress
+
+    def __call__(self) -> list:
+        ran = []
+        for step in self.steps:
+            if step.done():
+                continue
+            print(f"+ {step.command()}", flush=True)
+            start = time.time()
+            self.running = subprocess.Popen(step.argv, cwd=ROOT)
+            status = self.running.wait()
+            self.running = None
+            if status != 0:
+                raise StepFailed(f"{step.command()} exited with status {status}")
+            record_step_time(step, time.time() - start)
+            ran.append(step.command())
+        return ran
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        if self.running is not None:
+            stop_and_wait(self.running, SIGNAL_DELAY_S - 30)
+        return DelayedSubmission(Job(self.steps))
+
+
+def stop_and_wait(process, timeout_s: float) -> None:
+    """Sends `process` PREEMPT_SIGNAL and waits up to `timeout_s` for it to end. It is not reaped here: this runs
+    in a signal handler that may have interrupted `process.wait()`, which holds the process's lock."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, PREEMPT_SIGNAL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:  # already reaped
+            return
+        time.sleep(0.2)
 
 
 def record_step_time(step: Step, seconds: float) -> None:
@@ -189,6 +240,19 @@ def plan(args) -> list:
     if args.eval_episodes is not None and args.eval_episodes > HELDOUT_OFFSET:
         raise SystemExit(f"--eval_episodes must be <= {HELDOUT_OFFSET}, or held-out episodes overlap reported ones")
     import configs
+    import envs
+
+    for task in args.tasks:
+        try:
+            envs.parse_name(task)
+        except ValueError as error:
+            raise SystemExit(f"error: --tasks: {error}") from None
+    for task in args.tasks:
+        try:
+            for agent in {method.agent for method in methods.values()}:
+                configs.get_config(agent, task_preset(task, args.preset))
+        except configs.ConfigError as error:
+            raise SystemExit(f"error: --preset={args.preset}: {error}") from None
 
     python = [sys.executable, os.path.join(ROOT, "main.py")]
     extra = shlex.split(args.extra)
@@ -256,21 +320,50 @@ def plan(args) -> list:
     return jobs
 
 
+def slurm_parameters(args) -> dict:
+    """The executor's SLURM settings: resources, and PREEMPT_SIGNAL SIGNAL_DELAY_S before the time limit, with
+    requeueing allowed (also after a preemption or a node failure)."""
+    name = signal.Signals(PREEMPT_SIGNAL).name.removeprefix("SIG")
+    parameters = {
+        "gpus_per_node": args.gpus,
+        "cpus_per_task": args.cpus,
+        "slurm_signal_delay_s": SIGNAL_DELAY_S,
+        # submitit writes sbatch's --signal from SUBMITIT_PREEMPT_SIGNAL as it was when submitit was imported, and
+        # the job's submitit handles the signal that variable names in the job: both set here.
+        "slurm_additional_parameters": {"signal": f"{name}@{SIGNAL_DELAY_S}", "requeue": True},
+        "slurm_setup": [f"export SUBMITIT_PREEMPT_SIGNAL={name}"],
+    }
+    if args.partition:
+        parameters["slurm_partition"] = args.partition
+    return parameters
+
+
+def failure_line(stderr_path, error: BaseException) -> str:
+    """Why a job failed, in one line: main.py's last `error:` line in the job's log, else the error's last line."""
+    try:
+        with open(stderr_path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.startswith("error:")]
+    except OSError:
+        lines = []
+    if not lines:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1]
+
+
 def launch(jobs: list, args) -> None:
     import submitit
 
-    executor = submitit.AutoExecutor(folder=os.path.join(args.root, "submitit"), cluster=args.executor)
+    folder = os.path.join(args.root, "submitit")
+    executor = submitit.AutoExecutor(folder=folder, cluster=args.executor, slurm_max_num_timeout=MAX_TIMEOUTS)
     executor.update_parameters(timeout_min=args.timeout_min, name="qgf-sweep")
     if args.executor == "slurm":
-        executor.update_parameters(gpus_per_node=args.gpus, cpus_per_task=args.cpus)
-        if args.partition:
-            executor.update_parameters(slurm_partition=args.partition)
+        executor.update_parameters(**slurm_parameters(args))
     parallel = args.parallel or (len(jobs) if args.executor == "slurm" else 1)
     pending, running, failed = list(jobs), [], []
     while pending or running:
         while pending and len(running) < parallel:
             steps = pending.pop(0)
-            running.append((executor.submit(run_steps, steps), steps))
+            running.append((executor.submit(Job(steps)), steps))
             print(f"submitted job {running[-1][0].job_id}: {steps[0].run}", flush=True)
         time.sleep(args.poll_s)
         for job, steps in list(running):
@@ -281,7 +374,11 @@ def launch(jobs: list, args) -> None:
                     print(f"finished {steps[0].run}", flush=True)
                 except Exception as error:  # A failed cell is reported and the grid goes on.
                     failed.append(steps[0].run)
-                    print(f"FAILED {steps[0].run}: {error}\n  logs: {job.paths.stdout}, {job.paths.stderr}", flush=True)
+                    print(
+                        f"FAILED {steps[0].run}: {failure_line(job.paths.stderr, error)}\n"
+                        f"  logs: {job.paths.stdout}, {job.paths.stderr}",
+                        flush=True,
+                    )
     if failed:
         raise SystemExit(f"{len(failed)} job(s) failed: {failed}")
 

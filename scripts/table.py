@@ -367,6 +367,8 @@ def main(argv=None) -> None:
     parser.add_argument("--name", required=True, help="the table's name: results/<name>.md and .png")
     parser.add_argument("--out_dir", default="results")
     args = parser.parse_args(argv)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise SystemExit(f"error: --out_dir={args.out_dir} is a file, not a directory; choose another --out_dir")
     path = write_table(args.runs, args.name, args.out_dir)
     print(open(path).read())
     print(f"Wrote {path} and {os.path.splitext(path)[0]}.png")

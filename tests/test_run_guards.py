@@ -334,16 +334,16 @@ def test_the_weight_0_row_of_best_of_n_is_not_called_bc():
 
 
 def test_ctrl_c_is_deferred_once_then_left_to_the_os():
-    from runner.interrupt import StopRequested, deferred_ctrl_c
+    from runner.interrupt import StopRequested, deferred_stop
 
     before = signal.getsignal(signal.SIGINT)
-    with deferred_ctrl_c() as ctrl_c:
-        ctrl_c.check()  # nothing requested: no effect
+    with deferred_stop() as stop:
+        stop.check()  # nothing requested: no effect
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)  # Python runs the handler between bytecodes
-        assert ctrl_c.requested
+        assert stop.requested
         # A second Ctrl-C now ends the process at once, even inside a long compiled call.
         assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
         with pytest.raises(StopRequested):
-            ctrl_c.check()
+            stop.check()
     assert signal.getsignal(signal.SIGINT) is before

@@ -47,14 +47,14 @@ def test_sweep_study_plans_the_cell_of_one_task_and_seed():
     assert other.root == "runs/sweep" and other.methods == list(sweep.METHODS)
 
 
-def test_run_steps_skips_done_steps_and_records_wall_times(tmp_path):
+def test_a_job_skips_done_steps_and_records_wall_times(tmp_path):
     run = str(tmp_path / "run")
     os.makedirs(run)
     output = os.path.join(run, "eval", "x", "eval.csv")
     write = f"import os; os.makedirs({os.path.dirname(output)!r}, exist_ok=True); open({output!r}, 'w').write('done')"
     step = sweep.Step((sys.executable, "-c", write), run, output)
-    assert sweep.run_steps([step]) == [step.command()]
-    assert sweep.run_steps([step]) == []  # Done: skipped, nothing recorded twice.
+    assert sweep.Job([step])() == [step.command()]
+    assert sweep.Job([step])() == []  # Done: skipped, nothing recorded twice.
     with open(os.path.join(run, "step_times.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [r["output"] for r in rows] == [os.path.join("eval", "x", "eval.csv")]

@@ -197,3 +197,116 @@ def test_a_run_saved_before_a_setting_existed_is_evaluated_with_its_default_not_
     assert plan.config.actor_output_init == "lecun_normal"  # Saved settings are kept as they were.
     assert plan.preset == "paper" and plan.run.slice_every == configs.run_config().slice_every
     assert "predates the settings time_embedding, slice_every" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- issue #26: the probe's remaining tracebacks
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (dict(agent_overrides={"activation": "relux"}), "unknown --agent.activation='relux' (did you mean 'relu'?)"),
+        (dict(agent_overrides={"actor_hidden_dims": (0,)}), "--agent.actor_hidden_dims=(0,) must be one width >= 1"),
+        (dict(agent_overrides={"critic_hidden_dims": ()}), "--agent.critic_hidden_dims=() must be one width >= 1"),
+        (dict(num_seeds=100000), "--num_seeds=100000 needs about 800000 open files, more than this process may open"),
+        (dict(guidance_weights=[]), "--guidance_weights is empty; give one weight or more"),
+    ],
+)
+def test_the_probes_agent_settings_are_named_before_anything_is_made(options, fragment, tmp_path):
+    run_dir = tmp_path / "run"
+    assert fragment in plan_error(env=TINY_TASK, preset="demo", run_dir=str(run_dir), **options)
+    assert not run_dir.exists()
+
+
+def test_a_run_dir_that_cannot_be_one_is_named(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    message = plan_error(env=TINY_TASK, preset="demo", run_dir=str(a_file))
+    assert message == f"--run_dir={a_file} is a file, not a directory; choose another --run_dir"
+    long_name = str(tmp_path / ("r" * 300))
+    assert "the file system allows 255" in plan_error(env=TINY_TASK, preset="demo", run_dir=long_name)
+
+
+def test_a_field_of_a_field_that_has_none_is_named():
+    from runner.config import check_agent_arguments
+
+    with pytest.raises(configs.ConfigError, match="^--agent.actor_hidden_dims.x: --agent.actor_hidden_dims has no"):
+        check_agent_arguments("qgf", ["main.py", "--agent.actor_hidden_dims.x=3"])
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda c: c["agent_config"].update(horizon="five"), "holds a value of the wrong type (edited by hand?)"),
+        (lambda c: c["agent_config"].update(actor_hidden_dims="abc"), "holds a value of the wrong type"),
+        (lambda c: c.update(run="oops"), 'config.json: run is "oops", not a dict (edited by hand?)'),
+        (lambda c: c.update(seed="1"), 'config.json: seed is "1", not a whole number'),
+    ],
+)
+def test_a_hand_edited_config_json_is_named(edit, fragment, tmp_path):
+    import json
+
+    from runner.config import Options, resolve
+
+    saved = resolve(Options(env=TINY_TASK, preset="demo", run_dir=str(tmp_path))).seed_configs[0]
+    saved = json.loads(json.dumps(saved))
+    edit(saved)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert fragment in plan_error(eval_only=True, restore=str(tmp_path))
+
+
+def test_main_refuses_stray_arguments_and_distributed_without_a_cluster(tmp_path):
+    assert_user_error(
+        run_main(f"--run_dir={tmp_path}/run", "--seed", "1", "2", check=False),
+        "unexpected argument(s) 2; main.py takes flags only",
+    )
+    assert_user_error(
+        run_main(f"--run_dir={tmp_path}/run", "--distributed", check=False, extra_env={"SLURM_JOB_ID": ""}),
+        "--distributed: ",
+        "drop --distributed on one machine",
+    )
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_main_names_a_lock_file_that_is_a_directory_and_a_bad_mujoco_gl(tiny_dataset_dir, tmp_path):
+    flags = [f"--env={TINY_TASK}", f"--dataset_dir={tiny_dataset_dir}", *TINY_RUN_FLAGS]
+    (tmp_path / "locked" / "run.lock").mkdir(parents=True)
+    assert_user_error(
+        run_main(*flags, f"--run_dir={tmp_path}/locked", check=False), "run.lock is a directory", "remove it"
+    )
+    bad_gl = run_main(*flags, f"--run_dir={tmp_path}/gl", check=False, extra_env={"MUJOCO_GL": "bogus"})
+    assert_user_error(bad_gl, "MuJoCo cannot be imported with MUJOCO_GL=bogus", "unset MUJOCO_GL")
+    assert not os.path.exists(tmp_path / "gl" / "checkpoints")
+
+
+def test_the_scripts_name_a_mistyped_task_preset_or_output_path(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from scripts import study, sweep, table
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for argv, fragment in [
+        (["--tasks=cube-singel-play-singletask-task1-v0"], "error: --tasks: Unsupported name 'cube-singel"),
+        (["--tasks="], "error: --tasks: Unsupported name ''"),
+        ([f"--tasks={TINY_TASK}", "--preset=papr"], "error: --preset=papr: unknown preset 'papr'"),
+    ]:
+        with pytest.raises(SystemExit, match=f"^{fragment}"):
+            sweep.main([*argv, f"--root={tmp_path}/runs", "--dry_run"])
+    with pytest.raises(SystemExit, match="^error: --tasks: Unsupported name 'scen'"):
+        study.main(["--tasks=scen", f"--runs={tmp_path}", f"--out={tmp_path}/out"])
+    with pytest.raises(SystemExit, match=f"^error: --out={a_file} is a file"):
+        study.main([f"--runs={tmp_path}", f"--out={a_file}"])
+    with pytest.raises(SystemExit, match=f"^error: --out_dir={a_file} is a file"):
+        table.main([f"--runs={tmp_path}", "--name=x", f"--out_dir={a_file}"])
+    for where in (a_file, a_file / "below"):
+        process = subprocess.run(
+            [sys.executable, "-m", "envs.generate", "--dataset=cube-single-play-v0", f"--dir={where}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert_user_error(process, f"--dir={where} is not a directory", "choose another --dir")

@@ -144,6 +144,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, max_to_keep: int = 2, read_only: bool = False):
         self.directory = os.path.abspath(directory)
+        _check_directory(self.directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={STATE: ocp.StandardCheckpointHandler(), CHECKSUMS: ocp.JsonCheckpointHandler()},
@@ -245,6 +246,16 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _check_directory(directory: str) -> None:
+    """Raises CheckpointError when `directory` exists but is not a directory: found before the run truncates its
+    logs to the step it resumes from, which would then be step 0."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise CheckpointError(
+            f"{directory} is not a directory, so the run's checkpoints cannot be read or saved there; move it away "
+            "(the run's logs are untouched) and rerun"
+        )
 
 
 def _leaf_shapes(tree) -> dict[str, tuple]:

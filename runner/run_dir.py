@@ -92,7 +92,8 @@ def write_config(run_dir: str, config: dict, allow_change: bool = False) -> None
 
 
 class CsvLog:
-    """Appends rows to a CSV; on resume, rows past the restored step are dropped (they will be redone)."""
+    """Appends rows to a CSV; on resume, rows past the restored step are dropped (they will be redone), and so is
+    a last row cut short (the machine stopped while it was written)."""
 
     def __init__(self, path: str, resume_step: int):
         self.path = path
@@ -100,6 +101,9 @@ class CsvLog:
         if os.path.exists(path):
             with open(path) as f:
                 rows = list(csv.DictReader(f))
+            if rows and not _whole(rows[-1]):
+                print(f"note: the last row of {path} was cut short ({_shown(rows[-1])}); it is dropped", flush=True)
+                rows.pop()
             kept = [r for r in rows if int(float(r["step"])) <= resume_step]
             if rows:
                 self.fields = list(rows[0].keys())
@@ -122,6 +126,22 @@ class CsvLog:
             self._rewrite([])
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+
+
+def _whole(row: dict) -> bool:
+    """Whether a csv.DictReader row has every field (a row cut short has None for the missing ones) and a step."""
+    if None in row.values():
+        return False
+    try:
+        float(row["step"])
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(row: dict) -> str:
+    text = ",".join(v for v in row.values() if isinstance(v, str))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_csv(path: str) -> list[dict]:

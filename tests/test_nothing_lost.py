@@ -7,9 +7,11 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 from conftest import TINY_RUN_FLAGS, TINY_TASK, read_csv, run_main
-from test_reliability import last_error_line
+from test_reliability import FILES, copy_dataset, last_error_line, rewrite_arrays
 
+import envs
 from runner.run_dir import CsvLog
 
 
@@ -41,3 +43,17 @@ def test_a_checkpoints_path_that_is_not_a_directory_keeps_the_logs(finished_run,
     last_error_line(process, f"{run_dir / 'checkpoints'} is not a directory", "move it away")
     assert {name: (run_dir / name).read_bytes() for name in logs} == logs
     assert (run_dir / "checkpoints").read_text() == "x\n" and not (run_dir / "run.lock").exists()
+
+
+def test_dataset_actions_far_outside_the_action_range_are_refused(tiny_dataset_dir, tmp_path):
+    data_dir = copy_dataset(tiny_dataset_dir, tmp_path / "data")
+    path = os.path.join(data_dir, FILES[0])
+    env = envs.make_env(TINY_TASK)
+    envs.load_file(path, TINY_TASK, env)  # OGBench's range: accepted
+    rewrite_arrays(path, lambda a: a.update(actions=a["actions"] * 10))  # unnormalised
+    low, high = np.load(path)["actions"].min(), np.load(path)["actions"].max()
+    with pytest.raises(envs.DatasetFormatError) as error:
+        envs.load_file(path, TINY_TASK, env)
+    message = str(error.value)
+    assert message.startswith(f"{path}: actions range over [{low:.4g}, {high:.4g}], outside [-1, 1]"), message
+    print(message)

@@ -23,6 +23,9 @@ from envs.generate import DEFAULT_DATASET_DIR, generate_command
 from envs.specs import parse_name
 
 REQUIRED_KEYS = ("observations", "actions", "terminals")
+# OGBench's actions lie in [-1, 1] (the env's action space); the agents clip into it, so a dataset beyond it by
+# more than rounding (e.g. unnormalised actions) would be silently cut: refused instead.
+ACTION_BOUND_SLACK = 0.01
 INFO_KEYS = ("qpos", "qvel", "button_states")  # simulator state, read for single-task relabelling
 
 
@@ -167,6 +170,12 @@ def validate_file(path: str, env, need_info: bool, env_name: str | None = None) 
                 f"{path}: {k} holds non-finite values (NaN or inf) in {len(bad)} row(s), the first is row {bad[0]}; "
                 f"{hint}"
             )
+    actions = arrays["actions"]
+    if np.abs(actions).max() > 1.0 + ACTION_BOUND_SLACK:
+        raise DatasetFormatError(
+            f"{path}: actions range over [{actions.min():.4g}, {actions.max():.4g}], outside [-1, 1], the range of "
+            "OGBench's actions (unnormalised?); rescale them into [-1, 1], or put OGBench's file there"
+        )
 
 
 def validate_header(path: str, env, need_info: bool, env_name: str | None = None) -> None:

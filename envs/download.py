@@ -19,6 +19,7 @@ import http.client
 import os
 import re
 import socket
+import traceback
 import urllib.error
 
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: a dead or stalled server fails in seconds, not hours
@@ -28,7 +29,12 @@ _100M_DIRECTORY = re.compile(r"^(?P<stem>[a-z0-9x-]+-(?:play|noisy))-100m-(?P<ve
 
 
 class DownloadError(OSError):
-    """A dataset file could not be downloaded; the message names the URL and why."""
+    """A dataset file could not be downloaded; the message names the file, the URL and why. `file` is the
+    file's name (`<name>.npz` or `<name>-val.npz`)."""
+
+    def __init__(self, message: str, file: str):
+        super().__init__(message)
+        self.file = file
 
 
 def base_url() -> str:
@@ -94,6 +100,14 @@ def download(names: list[str], directory: str, timeout: float | None = None) -> 
             with _socket_timeout(timeout), _base_url(url):
                 ogbench.utils.download_datasets([name], directory)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            # OGBench's downloader renames a file before closing it (its tqdm wrapper leaves the file open), so
+            # the last bytes of a file it completed stay buffered for as long as its frame lives, which this
+            # error's traceback would prolong: closing it now writes them.
+            traceback.clear_frames(error.__traceback__)
             for partial in glob.glob(os.path.join(directory, f"{name}*.npz.tmp")):
                 os.remove(partial)  # A failed file restarts from scratch; its partial copy is useless.
-            raise DownloadError(f"cannot download {name}.npz from {url} ({_reason(error)})") from error
+            # OGBench's downloader fetches the pair in order and skips files present: the failed one is the
+            # first still missing.
+            pair = (f"{name}.npz", f"{name}-val.npz")
+            file = next((f for f in pair if not os.path.exists(os.path.join(directory, f))), pair[0])
+            raise DownloadError(f"cannot download {file} from {url} ({_reason(error)})", file) from error

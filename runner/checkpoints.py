@@ -15,6 +15,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -41,11 +42,15 @@ class CheckpointError(RuntimeError):
 
 class CheckpointDamagedError(CheckpointError):
     """A checkpoint's files are missing, unreadable or hold other bytes than were saved. `what` is the
-    message without its advice."""
+    message without its advice, `detail` what is wrong in it."""
 
-    def __init__(self, what: str, advice: str):
+    def __init__(self, what: str, advice: str, detail: str = ""):
         super().__init__(f"{what}; {advice}")
-        self.what = what
+        self.what, self.detail = what, detail
+
+
+class CheckpointGoneError(CheckpointError):
+    """A checkpoint was deleted while it was read: by the run that owns it, keeping its newest ones."""
 
 
 def checksums(state) -> dict[str, str]:
@@ -125,7 +130,7 @@ def _held_output():
 def _summary(error: BaseException, limit: int = 200) -> str:
     """The first line of an orbax or tensorstore error, without tensorstore's spec dump, at most `limit` long."""
     text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    text = text.split(" [tensorstore_spec")[0].rstrip(":.")
+    text = text.split(" [tensorstore_spec")[0].split(" See full TensorStore details")[0].rstrip(":.")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -144,6 +149,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, max_to_keep: int = 2, read_only: bool = False):
         self.directory = os.path.abspath(directory)
+        _check_directory(self.directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={STATE: ocp.StandardCheckpointHandler(), CHECKSUMS: ocp.JsonCheckpointHandler()},
@@ -157,6 +163,10 @@ class Checkpoints:
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
+
+    def reload(self) -> None:
+        """Lists the steps on disk anew (another process saves and deletes them)."""
+        self.manager.reload()
 
     def save(self, step: int, state) -> None:
         # Orbax writes into a temporary directory and renames it when complete, so a save that is
@@ -201,15 +211,31 @@ class Checkpoints:
 
     def restore(self, step: int, template):
         """The state saved at `step`, in the structure (and placement) of `template`, its bytes checked against
-        the saved checksums. Raises CheckpointDamagedError for damaged files, CheckpointError for a checkpoint
-        of another state."""
-        where = os.path.join(self.directory, str(step))
-        checked = os.path.isdir(os.path.join(where, CHECKSUMS))  # checkpoints of older versions have none
+        the saved checksums. Raises CheckpointDamagedError for damaged or missing files (a checksums item
+        included, unless the step was saved by a version that wrote none), CheckpointGoneError when the step was
+        deleted meanwhile, CheckpointError for a checkpoint of another state."""
         try:
-            saved = _leaf_shapes(self.manager.item_metadata(step)[STATE])
+            return self._restore(step, template)
+        except CheckpointDamagedError:
+            if not os.path.isdir(self.step_dir(step)):  # Deleted while read: by the run that owns it.
+                raise CheckpointGoneError(f"the checkpoint of step {step} in {self.directory} was deleted") from None
+            raise
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def _restore(self, step: int, template):
+        where = self.step_dir(step)
+        checked = os.path.isdir(os.path.join(where, CHECKSUMS))
+        if not checked and _saved_items(where) != {STATE}:  # {STATE}: saved by a version without checksums
+            raise self._damaged(step, f"its {CHECKSUMS} item is missing")
+        try:
+            metadata = self.manager.item_metadata(step)[STATE]
         except Exception as error:  # orbax and tensorstore raise plain Exceptions for missing or cut-short files
             raise self._damaged(step, _summary(error)) from error
-        wanted = _leaf_shapes(template)
+        if metadata is None:  # what orbax returns without the item's metadata file
+            raise self._damaged(step, f"{STATE}/_METADATA is missing")
+        saved, wanted = _leaf_shapes(metadata), _leaf_shapes(template)
         if saved != wanted:
             difference = sorted(set(saved.items()) ^ set(wanted.items()))[0][0]
             raise CheckpointError(
@@ -226,18 +252,19 @@ class Checkpoints:
         except Exception as error:  # the same, for the array files
             raise self._damaged(step, _summary(error)) from error
         if checked:
-            got = checksums(restored[STATE])
-            bad = [path for path, digest in restored[CHECKSUMS].items() if got.get(path, digest) != digest]
+            bad = _unmatched(restored[CHECKSUMS], restored[STATE])
             if bad:
                 shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
                 raise self._damaged(step, f"checksum mismatch in {shown}")
+        else:
+            print(f"note: the checkpoint of step {step} in {self.directory} predates checksums: restored unchecked")
         return restored[STATE]
 
     def _damaged(self, step: int, detail: str) -> CheckpointDamagedError:
         return CheckpointDamagedError(
             f"the checkpoint of step {step} in {self.directory} is damaged ({detail})",
-            f"delete {os.path.join(self.directory, str(step))} to resume from the one before, or choose another "
-            "--run_dir",
+            f"delete {self.step_dir(step)} to resume from the one before, or choose another --run_dir",
+            detail,
         )
 
     def delete(self, step: int) -> None:
@@ -245,6 +272,35 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _saved_items(step_dir: str) -> set | None:
+    """The items a step was saved with, from orbax's step metadata (`_CHECKPOINT_METADATA`), or None when that
+    file is missing or unreadable."""
+    try:
+        with open(os.path.join(step_dir, "_CHECKPOINT_METADATA")) as f:
+            return set(json.load(f)["item_handlers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _unmatched(saved: dict, state) -> list[str]:
+    """The leaves of `state` whose checksum differs from `saved`'s or was not saved, and the saved checksums of no
+    leaf (a damaged key): a leaf without its checksum is not taken as checked."""
+    got = checksums(state)
+    leaves = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(state)}
+    bad = [path for path, digest in got.items() if saved.get(path) != digest]
+    return bad + [path for path in saved if path not in leaves]
+
+
+def _check_directory(directory: str) -> None:
+    """Raises CheckpointError when `directory` exists but is not a directory: found before the run truncates its
+    logs to the step it resumes from, which would then be step 0."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise CheckpointError(
+            f"{directory} is not a directory, so the run's checkpoints cannot be read or saved there; move it away "
+            "(the run's logs are untouched) and rerun"
+        )
 
 
 def _leaf_shapes(tree) -> dict[str, tuple]:

@@ -37,10 +37,15 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
     `<family>-<type>-100m-v0/<family>-<type>-v0-NNN.npz`, or a slice directory `<family>-<type>-100m-v0`
     (every slice; a directory holding some is used as it is, except that "download" completes it).
     Whatever stays missing is named, with what to do, by the loader's DatasetMissingError.
+
+    A file present is never removed or replaced: generation writes the pair, so when one of the two is present
+    and the other cannot be downloaded, this raises DatasetMissingError naming the missing file and keeps the
+    present one (a generated `-val.npz` beside an official training file would be a pair of two datasets).
     """
     path = run.dataset_path or None
     if path is None:
-        if all(os.path.exists(p) for p in dataset_paths(env_name, dataset_dir)):
+        pair = dataset_paths(env_name, dataset_dir)
+        if all(os.path.exists(p) for p in pair):
             return
         names, directory = [envs.parse_name(env_name).dataset_name], dataset_dir
     else:
@@ -64,6 +69,8 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
             download(names, directory)
             return
         except DownloadError as error:
+            if path is None and any(os.path.exists(p) for p in pair):  # e.g. the training file arrived, not -val
+                raise _half_pair_error(pair, str(error)) from None
             if data == "download" or path is not None:
                 instead = "; or --data=generate to generate it here (not the official file)" if path is None else ""
                 if path is not None and run.get("dataset_size") == "100m" and not present:
@@ -80,6 +87,9 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
                 "(--data=download insists on the official file).",
                 flush=True,
             )
+    elif any(os.path.exists(p) for p in pair):
+        missing = next(os.path.basename(p) for p in pair if not os.path.exists(p))
+        raise _half_pair_error(pair, f"--data=generate cannot write {missing} alone")
     envs.generate_dataset(
         env_name,
         dataset_dir,
@@ -87,6 +97,17 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
         seed=0,
         max_episode_steps=run.dataset_episode_steps,
         progress=progress,
+    )
+
+
+def _half_pair_error(pair: tuple, why: str) -> envs.DatasetMissingError:
+    """The error for a dataset pair (training file, `-val.npz`) of which one is present and the other cannot be
+    obtained (`why`): the present file is kept, never replaced by a generated pair."""
+    present, missing = pair if os.path.exists(pair[0]) else pair[::-1]
+    return envs.DatasetMissingError(
+        f"{why}; {present}, present, is kept (generating here would replace it with a generated pair): put "
+        f"OGBench's {os.path.basename(missing)} beside it, set OGBENCH_DATASET_URL to a mirror that has it, or move "
+        f"{present} away to generate both here (not the official files)"
     )
 
 

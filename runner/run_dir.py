@@ -103,8 +103,53 @@ def write_config(run_dir: str, config: dict, allow_change: bool = False) -> None
     write_json(path, config)
 
 
+SLICES_FILE = "slices.json"
+
+
+def write_slice_list(run_dir: str, paths: list, allow_change: bool = False) -> None:
+    """Records the names and sizes of the slices a run trains on in `<run_dir>/slices.json`; refuses (unless
+    `allow_change`) a run dir that recorded another list: the slice of a step follows from the list, so a run
+    resumed on a changed one would go on with another schedule."""
+    path = os.path.join(run_dir, SLICES_FILE)
+    current = [[os.path.basename(p), os.path.getsize(p)] for p in paths]
+    if os.path.exists(path) and not allow_change:
+        again = "or pass --allow_config_change to go on with the slices as they are now"
+        try:
+            with open(path) as f:
+                recorded = json.load(f)["slices"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigMismatchError(
+                f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())}); choose another --run_dir, "
+                + again
+            ) from e
+        if recorded != current:
+            directory = os.path.dirname(paths[0]) if paths else "the slice directory"
+            raise ConfigMismatchError(
+                f"the slices in {directory} changed since {run_dir} began training on them "
+                f"({_slice_changes(recorded, current)}), so it would resume on another slice schedule; put them back "
+                f"as they were, choose another --run_dir, {again}"
+            )
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"directory": os.path.dirname(os.path.abspath(paths[0])), "slices": current}, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _slice_changes(recorded: list, current: list) -> str:
+    """`3 slices then, 4 now: x-003.npz added` (at most three changes named)."""
+    before, now = {name: size for name, size in recorded}, {name: size for name, size in current}
+    changes = [f"{name} added" for name in now if name not in before]
+    changes += [f"{name} removed" for name in before if name not in now]
+    changes += [
+        f"{name} now {now[name]} bytes, was {before[name]}" for name in now if before.get(name, now[name]) != now[name]
+    ]
+    shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+    return f"{len(recorded)} slices then, {len(current)} now: {shown}"
+
+
 class CsvLog:
-    """Appends rows to a CSV; on resume, rows past the restored step are dropped (they will be redone)."""
+    """Appends rows to a CSV; on resume, rows past the restored step are dropped (they will be redone), and so is
+    a last row cut short (the machine stopped while it was written)."""
 
     def __init__(self, path: str, resume_step: int):
         self.path = path
@@ -112,6 +157,9 @@ class CsvLog:
         if os.path.exists(path):
             with open(path) as f:
                 rows = list(csv.DictReader(f))
+            if rows and not _whole(rows[-1]):
+                print(f"note: the last row of {path} was cut short ({_shown(rows[-1])}); it is dropped", flush=True)
+                rows.pop()
             kept = [r for r in rows if int(float(r["step"])) <= resume_step]
             if rows:
                 self.fields = list(rows[0].keys())
@@ -134,6 +182,22 @@ class CsvLog:
             self._rewrite([])
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+
+
+def _whole(row: dict) -> bool:
+    """Whether a csv.DictReader row has every field (a row cut short has None for the missing ones) and a step."""
+    if None in row.values():
+        return False
+    try:
+        float(row["step"])
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(row: dict) -> str:
+    text = ",".join(v for v in row.values() if isinstance(v, str))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_csv(path: str) -> list[dict]:

@@ -6,13 +6,19 @@ the table runner treat it as a separate run. States in memory carry a leading se
 one seed's slice.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 from tensorboardX import SummaryWriter
 
-from runner.checkpoints import CheckpointDamagedError, Checkpoints
+from runner.checkpoints import CheckpointDamagedError, CheckpointError, CheckpointGoneError, Checkpoints
 from runner.run_dir import CsvLog
 from runner.wandb_logger import ScalarWriters, WandbOptions, WandbWriter, import_wandb
+
+# How often evaluating a run that is still training lists its steps anew when one is deleted while read; each
+# try takes a second or less, and that run deletes a step per save.
+_RELISTS = 5
 
 
 def seed_slice(tree, i: int):
@@ -39,28 +45,61 @@ class SeedRuns:
     def resume(self, states) -> tuple[int, object]:
         """(step, states) restored from the newest step that every seed has an intact checkpoint of, or
         (0, `states`) when there is none. A damaged checkpoint is reported in one line and
-        the step before it is tried; a training run then deletes the damaged step, which it redoes. Raises the
-        newest step's CheckpointDamagedError when no step is intact."""
+        the step before it is tried; a training run then deletes the damaged step, which it redoes. Raises
+        CheckpointDamagedError naming every step when none is intact. Evaluating (`read_only`) a run that is still
+        training, whose saves delete its older steps, a step deleted while read is no damage: the steps are listed
+        anew."""
         self.resume_step()  # drops the steps that not every seed saved
+        for _ in range(_RELISTS):
+            try:
+                return self._resume_from_newest_intact(states)
+            except CheckpointGoneError:
+                for checkpoints in self.checkpoints:
+                    checkpoints.reload()
+        raise CheckpointError(
+            f"the checkpoints in {self.checkpoints[0].directory} were deleted while being read, {_RELISTS} times "
+            "(the run that owns them saves faster than they are read?); evaluate its final checkpoint once it ends"
+        )
+
+    def _resume_from_newest_intact(self, states) -> tuple[int, object]:
         steps = sorted(set.intersection(*(set(c.all_steps()) for c in self.checkpoints)), reverse=True)
-        first_error = None
+        damaged = []  # (step, CheckpointDamagedError), newest first
         for i, step in enumerate(steps):
             try:
                 restored = self.restore(step, states)
             except CheckpointDamagedError as error:
-                first_error = first_error or error
+                damaged.append((step, error))
                 if i + 1 < len(steps):
+                    instead = (
+                        f"evaluating step {steps[i + 1]}" if self.read_only else f"resuming from step {steps[i + 1]}"
+                    )
                     redone = "" if self.read_only else f" (step {step} is deleted and will be redone)"
-                    print(f"warning: {error.what}; resuming from step {steps[i + 1]} instead{redone}", flush=True)
+                    print(f"warning: {error.what}; {instead} instead{redone}", flush=True)
                 continue
-            if first_error is not None and not self.read_only:
+            if damaged and not self.read_only:
                 for checkpoints in self.checkpoints:
                     for later in (s for s in checkpoints.all_steps() if s > step):
                         checkpoints.delete(later)
             return step, restored
-        if first_error is not None:
-            raise first_error
+        if len(damaged) == 1:
+            step, error = damaged[0]
+            raise CheckpointDamagedError(error.what, self._advice([step]))
+        if damaged:
+            directories = " and ".join(dict.fromkeys(c.directory for c in self.checkpoints))
+            raise CheckpointDamagedError(
+                f"every checkpoint in {directories} is damaged: "
+                + ", ".join(f"step {step} ({error.detail})" for step, error in damaged),
+                self._advice([step for step, _ in damaged]),
+            )
         return 0, states
+
+    def _advice(self, steps: list[int]) -> str:
+        """What to do when no step is intact: delete the damaged ones (every seed's) and train them again."""
+        paths = [c.step_dir(step) for step in steps for c in self.checkpoints if os.path.isdir(c.step_dir(step))]
+        delete = f"delete {' and '.join(paths)}"
+        if self.read_only:
+            return f"no intact checkpoint to evaluate: {delete} and rerun the training command to redo them"
+        return f"{delete} to train again from step 0, or choose another --run_dir"
 
     def restore(self, step: int, states):
         """`states` (the leading seed axis a template) restored from every seed's checkpoint of `step`."""

@@ -19,7 +19,7 @@ from runner.devices import Placement, placement
 from runner.evaluation import make_sweep_evaluator
 from runner.report import format_data, write_report
 from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
-from runner.run_dir import write_config, write_json
+from runner.run_dir import write_config, write_json, write_slice_list
 from runner.run_lock import RunLock
 from runner.seed_runs import SeedRuns
 from runner.slice_rotation import SliceRotation
@@ -192,6 +192,8 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
     rotation = None
     if slice_directory(plan.run) and not plan.eval_only:
         rotation = slice_rotation(plan.run, plan.config, plan.env_name, env, where, first=dataset)
+        for train_dir in plan.train_dirs:
+            write_slice_list(train_dir, rotation.paths, plan.allow_config_change)
     data_seconds = time.perf_counter() - start
     slices = len(envs.slice_paths(slice_directory(plan.run))) if slice_directory(plan.run) else 1
     loaded = {**(plan.seed_configs[0].get("dataset") or {}), "slices": slices}

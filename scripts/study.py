@@ -737,6 +737,11 @@ def write_study(runs: str, out: str, tasks=STUDY_TASKS, seeds=STUDY_SEEDS, datas
     """Writes `<out>/study.csv`, the generated part of `<out>/study.md` and its figures; returns both paths."""
     if not os.path.isdir(runs):
         raise SystemExit(f"error: --runs={runs} is not a directory (the study's run dirs, scripts.sweep's --root)")
+    if not table.summarize(table.collect(runs)):  # A report writer never replaces results with nothing.
+        raise SystemExit(
+            f"error: no evaluations found under --runs={runs} (the study's run dirs, scripts.sweep's --root); "
+            f"{os.path.join(out, 'study.csv')} and study.md are left as they were"
+        )
     os.makedirs(out, exist_ok=True)
     generated, rows = generate(runs, out, list(tasks), list(seeds), dataset_dir)
     csv_path, md_path = os.path.join(out, "study.csv"), os.path.join(out, "study.md")

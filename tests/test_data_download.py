@@ -79,6 +79,37 @@ def test_auto_generates_when_the_server_lacks_the_file_and_says_it_is_not_offici
     assert os.path.exists(target / f"{NAME}.npz") and os.path.exists(target / f"{NAME}-val.npz")
 
 
+@pytest.mark.parametrize("served", [[], [".npz"]], ids=["training-file-copied", "flaky-server"])
+def test_a_present_training_file_is_kept_when_its_val_file_cannot_be_downloaded(
+    tiny_dataset_dir, tmp_path, monkeypatch, served
+):
+    """Only the training file is present (copied alone, or delivered by a server that then fails on `-val.npz`):
+    every --data source names the -val file and leaves the training file as it is (the downloaded one complete,
+    not held in a buffer by the failed download), with nothing generated."""
+    server = tmp_path / "server"
+    server.mkdir()
+    for suffix in served:
+        shutil.copy(os.path.join(tiny_dataset_dir, NAME + suffix), server)
+    official = read(os.path.join(tiny_dataset_dir, NAME + ".npz"))
+    with serving(server) as url:
+        monkeypatch.setenv(envs.download.URL_VARIABLE, url)
+        for data in ("auto", "download") if served else ("auto", "download", "generate"):
+            target = tmp_path / data
+            target.mkdir()
+            if not served:
+                shutil.copy(os.path.join(tiny_dataset_dir, NAME + ".npz"), target)
+            with pytest.raises(envs.DatasetMissingError) as error:
+                obtain_missing_files(TINY_TASK, run_config(target), str(target), data, progress=False)
+            message = str(error.value)
+            if data != "generate":
+                assert message.startswith(f"cannot download {NAME}-val.npz from {url} (HTTP 404"), message
+            assert f"{target / NAME}.npz, present, is kept" in message and f"OGBench's {NAME}-val.npz" in message
+            assert "\n" not in message
+            print(message)
+            assert os.listdir(target) == [NAME + ".npz"], data  # nothing generated or left behind
+            assert read(target / (NAME + ".npz")) == official, data  # a downloaded file complete at once
+
+
 def test_a_silent_server_fails_in_about_the_timeout(tmp_path, monkeypatch):
     listener = socket.socket()  # accepts connections (the kernel's backlog) and never answers
     listener.bind(("127.0.0.1", 0))

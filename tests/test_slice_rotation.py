@@ -104,7 +104,7 @@ def slice_run_options(directory, run_dir, **overrides):
 
     agent = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16), "batch_size": 8, "denoising_steps": 3}
     settings = dict(train_steps=4, steps_per_call=2, log_every=2, eval_every=4, save_every=2, slice_every=2)
-    settings.update(overrides)
+    settings.update({"allow_config_change": True, **overrides})
     return Options(
         env=TASK,
         preset="demo",
@@ -112,7 +112,6 @@ def slice_run_options(directory, run_dir, **overrides):
         run_dir=str(run_dir),
         agent_overrides=agent,
         progress=False,
-        allow_config_change=True,
         **settings,
     )
 
@@ -133,6 +132,49 @@ def test_training_on_slices_cycles_them_logs_the_slice_and_resumes_on_its_slice(
     train(resolve(slice_run_options(directory, tmp_path / "run", train_steps=8)))
     rows = read_csv(tmp_path / "run" / "train.csv")
     assert [(int(r["step"]), int(r["data/slice"])) for r in rows] == [(2, 0), (4, 1), (6, 2), (8, 0)]
+
+
+def test_a_slice_directory_changed_before_the_resume_is_refused_unless_allowed(tiny_dataset_dir, tmp_path, monkeypatch):
+    """README's flow: train on a partial slice directory, stopped at step 4 (a checkpoint of step 2), complete the
+    directory, resume. The resume names the change and the flag, and touches nothing; with the flag it goes on
+    on the 4-slice schedule."""
+    from conftest import read_csv
+
+    from runner.config import resolve
+    from runner.run_dir import ConfigMismatchError
+    from runner.session import Session
+    from runner.train_loop import train
+
+    class Killed(Exception):
+        pass
+
+    def evaluate(self, step):
+        if step == 4:
+            raise Killed
+        return 0.0
+
+    monkeypatch.setattr(Session, "evaluate", evaluate)
+    directory = write_slices(tiny_dataset_dir, tmp_path / "slices", 3)
+    options = slice_run_options(directory, tmp_path / "run", train_steps=8, allow_config_change=False)
+    with pytest.raises(Killed):
+        train(resolve(options))
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
+    write_slices(tiny_dataset_dir, tmp_path / "slices", 4)  # the 4th slice arrives
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in ("train.csv", "slices.json")}
+
+    with pytest.raises(ConfigMismatchError) as error:
+        train(resolve(options))
+    message = str(error.value)
+    assert message.startswith(f"the slices in {directory} changed since {tmp_path / 'run'} began training on them")
+    assert "(3 slices then, 4 now: cube-single-play-v0-003.npz added)" in message and "--allow_config_change" in message
+    assert "\n" not in message
+    print(message)
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in before} == before
+
+    monkeypatch.setattr(Session, "evaluate", lambda self, step: 0.0)
+    train(resolve(slice_run_options(directory, tmp_path / "run", train_steps=8)))  # allow_config_change=True
+    rows = read_csv(tmp_path / "run" / "train.csv")
+    assert [(int(r["step"]), int(r["data/slice"])) for r in rows] == [(2, 0), (4, 1), (6, 2), (8, 3)]
 
 
 def test_slice_every_must_be_a_multiple_of_steps_per_call(tiny_dataset_dir, tmp_path):

@@ -282,6 +282,27 @@ def test_a_rerun_replaces_only_the_generated_part(study, tmp_path):
     assert path.read_bytes() == b"# Only prose\n"
 
 
+def test_runs_without_an_evaluation_leave_the_study_as_it_was(study, tmp_path, capsys):
+    """A mistyped --runs (a directory without cells), or runs still training, never replace the results."""
+    from scripts import study as study_module
+
+    _, out, _, _ = study
+    before = {name: (out / name).read_bytes() for name in ("study.csv", "study.md")}
+    figures = sorted(os.listdir(out / "study"))
+    training = tmp_path / "training"
+    write_training_run(training, TASK, "qgf", 0, [4.0], finished=False)  # train.csv and a config, no eval.csv
+    for runs in (tmp_path / "empty", training):
+        runs.mkdir(exist_ok=True)
+        with pytest.raises(SystemExit) as exit_:
+            study_module.main([f"--runs={runs}", f"--out={out}", "--dataset_dir="])
+        message = str(exit_.value.code)
+        assert message.startswith(f"error: no evaluations found under --runs={runs} ") and "\n" not in message
+        assert "left as they were" in message
+        print(message)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(os.listdir(out / "study")) == figures
+
+
 def test_one_weight_table_picks_the_weight_best_on_heldout_episodes_over_tasks():
     from scripts import study
 

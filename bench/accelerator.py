@@ -44,7 +44,7 @@ from bench.throughput import QUICK_COMPILER_OPTIONS, fake_batch, time_calls
 from envs.chunks import sample_chunks
 
 DEFAULT_OUT = os.path.join("bench", "results", "accelerator.json")
-SWEEP_WEIGHTS = configs.PAPER_GUIDANCE_WEIGHTS[1:]  # The paper's 9 non-zero guidance weights.
+SWEEP_WEIGHTS = configs.PAPER_GUIDANCE_WEIGHTS  # The paper's 9 positive guidance weights.
 
 
 def parse_args(argv=None) -> argparse.Namespace:

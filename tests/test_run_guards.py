@@ -153,8 +153,9 @@ def test_no_intact_checkpoint_is_an_error_with_what_to_do(two_steps):
         runs.resume(template)
     runs.close()
     message = str(error.value)
-    assert message.startswith(f"the checkpoint of step 4 in {directory} is damaged ("), message
-    assert f"delete {os.path.join(directory, '4')} to resume from the one before" in message
+    # Both damaged steps named, with advice for both (the probe's "two damaged steps get advice about one").
+    assert message.startswith(f"every checkpoint in {directory} is damaged: step 4 (checksum mismatch"), message
+    assert f"delete {os.path.join(directory, '4')} and {os.path.join(directory, '2')} to train again" in message
     assert sorted(os.listdir(directory)) == ["2", "4"]  # nothing deleted when nothing could be resumed
 
 
@@ -165,7 +166,7 @@ def test_evaluating_a_damaged_checkpoint_reads_the_one_before_and_deletes_nothin
     runs = SeedRuns([run_dir], [run_dir], read_only=True)
     assert runs.resume(template)[0] == 2
     runs.close()
-    assert capsys.readouterr().out.strip().endswith("resuming from step 2 instead")
+    assert capsys.readouterr().out.strip().endswith("evaluating step 2 instead")
     assert sorted(os.listdir(directory)) == ["2", "4"]
 
 

@@ -142,18 +142,22 @@ def test_a_slice_directory_changed_before_the_resume_is_refused_unless_allowed(t
 
     from runner.config import resolve
     from runner.run_dir import ConfigMismatchError
+    from runner.seed_runs import SeedRuns
     from runner.session import Session
     from runner.train_loop import train
 
-    class Killed(Exception):
+    class Killed(BaseException):  # as a SIGKILL: before step 4's checkpoint is written
         pass
 
-    def evaluate(self, step):
+    save = SeedRuns.save
+
+    def save_until_killed(self, step, states):
         if step == 4:
             raise Killed
-        return 0.0
+        return save(self, step, states)
 
-    monkeypatch.setattr(Session, "evaluate", evaluate)
+    monkeypatch.setattr(Session, "evaluate", lambda self, step: 0.0)
+    monkeypatch.setattr(SeedRuns, "save", save_until_killed)
     directory = write_slices(tiny_dataset_dir, tmp_path / "slices", 3)
     options = slice_run_options(directory, tmp_path / "run", train_steps=8, allow_config_change=False)
     with pytest.raises(Killed):
@@ -171,7 +175,7 @@ def test_a_slice_directory_changed_before_the_resume_is_refused_unless_allowed(t
     print(message)
     assert {name: (tmp_path / "run" / name).read_bytes() for name in before} == before
 
-    monkeypatch.setattr(Session, "evaluate", lambda self, step: 0.0)
+    monkeypatch.setattr(SeedRuns, "save", save)
     train(resolve(slice_run_options(directory, tmp_path / "run", train_steps=8)))  # allow_config_change=True
     rows = read_csv(tmp_path / "run" / "train.csv")
     assert [(int(r["step"]), int(r["data/slice"])) for r in rows] == [(2, 0), (4, 1), (6, 2), (8, 3)]

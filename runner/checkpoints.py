@@ -13,6 +13,7 @@ recomputes the digests and raises `CheckpointDamagedError` on any difference.
 
 import contextlib
 import errno
+import gc
 import hashlib
 import io
 import json
@@ -22,6 +23,7 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -127,6 +129,22 @@ def _held_output():
             sys.stderr.write(held.stderr.getvalue())
 
 
+def _settle(held: _HeldOutput, quiet: float = 0.25, timeout: float = 2 * _SETTLE_S) -> None:
+    """Waits until what `held` holds has stopped growing for `quiet` seconds (at most `timeout` in all), collecting
+    garbage meanwhile: the pending work of a failed orbax call (tensorstore's callbacks, abandoned coroutines) ends
+    while its output is still held."""
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        gc.collect()
+        now = len(held.stderr.getvalue()) + len(held.records)
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
 def _summary(error: BaseException, limit: int = 200) -> str:
     """The first line of an orbax or tensorstore error, without tensorstore's spec dump, at most `limit` long."""
     text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
@@ -190,6 +208,8 @@ class Checkpoints:
                 # Orbax's writer threads and tensorstore's callbacks of the failed writes go on failing (and
                 # printing tracebacks) for a moment after the save raised: let them end, unheard.
                 _join_threads_since(threads, timeout=_SETTLE_S)
+                traceback.clear_frames(error.__traceback__)
+                _settle(held)  # and tensorstore's callbacks onto orbax's closed event loop
                 held.drop()
                 self._remove_temporary(step)
                 raise self._disk_full(step, previous, needed, shutil.disk_usage(self.directory).free) from error
@@ -214,12 +234,21 @@ class Checkpoints:
         the saved checksums. Raises CheckpointDamagedError for damaged or missing files (a checksums item
         included, unless the step was saved by a version that wrote none), CheckpointGoneError when the step was
         deleted meanwhile, CheckpointError for a checkpoint of another state."""
-        try:
-            return self._restore(step, template)
-        except CheckpointDamagedError:
-            if not os.path.isdir(self.step_dir(step)):  # Deleted while read: by the run that owns it.
-                raise CheckpointGoneError(f"the checkpoint of step {step} in {self.directory} was deleted") from None
-            raise
+        with _held_output() as held:
+            try:
+                return self._restore(step, template)
+            except CheckpointDamagedError as error:
+                # Orbax leaves the other reads of a failed restore pending: their callbacks print tracebacks onto a
+                # closed event loop, and their coroutines warn when collected. Let that end, unheard: the damage is
+                # one line (the caller's warning, or its error when no step is intact).
+                traceback.clear_frames(error.__cause__.__traceback__ if error.__cause__ else None)
+                error.__cause__, error.__context__ = None, None
+                _settle(held)
+                held.drop()
+                if not os.path.isdir(self.step_dir(step)):  # Deleted while read: by the run that owns it.
+                    gone = f"the checkpoint of step {step} in {self.directory} was deleted"
+                    raise CheckpointGoneError(gone) from None
+                raise
 
     def step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -272,6 +301,15 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def saved_steps(directory: str) -> list[int]:
+    """The steps of the complete checkpoints in `directory` (orbax names each by its step), without opening it."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
 def _saved_items(step_dir: str) -> set | None:

@@ -71,8 +71,13 @@ class RunLock:
         if previous:
             self.took_over = _describe(previous)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except OSError:  # a full disk: leave no empty lock file behind
+            os.remove(self.path)
+            os.close(fd)
+            raise
         self.fd = fd
 
     def release(self) -> None:

@@ -6,6 +6,8 @@ the table runner treat it as a separate run. States in memory carry a leading se
 one seed's slice.
 """
 
+import contextlib
+import functools
 import os
 
 import jax
@@ -134,7 +136,42 @@ class SeedRuns:
         return all(log.has_step(step) for log in self.eval_logs)
 
     def close(self) -> None:
-        for checkpoints in self.checkpoints:
-            checkpoints.close()
-        for writer in getattr(self, "writers", []):
-            writer.close()
+        """Closes the checkpoints and the writers, every one even when one fails (a full disk); then raises the
+        first failure."""
+        failures = []
+        for close in [c.close for c in self.checkpoints] + [
+            functools.partial(close_writer, w) for w in getattr(self, "writers", [])
+        ]:
+            try:
+                close()
+            except Exception as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
+
+
+def close_writer(writer) -> None:
+    """Closes a TensorBoard writer (or runner.wandb_logger's ScalarWriters of several). When its last events cannot be
+    written (a full disk), they are given up and its file closed anyway, so that tensorboardX's exit hook, which
+    closes it again, neither fails nor prints tracebacks; the error is raised."""
+    failures = []
+    for one in getattr(writer, "writers", [writer]):
+        try:
+            one.close()
+        except OSError as error:
+            failures.append(error)
+            for file_writer in (getattr(one, "all_writers", None) or {}).values():
+                _abandon(file_writer.event_writer)
+            one.all_writers = one.file_writer = None
+    if failures:
+        raise failures[0]
+
+
+def _abandon(event_writer) -> None:
+    """Ends a tensorboardX EventFileWriter whose flush failed: its thread stopped, its file closed, its pending events
+    dropped, and marked closed (its close() then does nothing)."""
+    event_writer._closed = True
+    with contextlib.suppress(Exception):
+        event_writer._worker.stop()
+    with contextlib.suppress(Exception):  # closes the file even when flushing its buffer fails
+        event_writer._ev_writer._py_recordio_writer._writer.close()

@@ -67,6 +67,18 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     lock.release()
 
 
+def test_a_lock_that_a_full_disk_cannot_write_leaves_no_file(tmp_path, monkeypatch):
+    import errno
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        RunLock(str(tmp_path))
+    assert os.listdir(tmp_path) == []  # no empty run.lock left behind
+
+
 # ---------------------------------------------------------------- checksummed checkpoints
 
 
@@ -127,6 +139,25 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(two_steps, dama
     assert sorted(os.listdir(directory)) == ["2"]
 
 
+def test_a_damaged_checkpoint_is_one_line_without_the_tracebacks_of_its_pending_reads(tmp_path, capfd):
+    """A failed restore leaves orbax's other reads pending: their callbacks find its event loop closed and print
+    tracebacks (the probe: 100 to 700 lines after a correct fallback). None reaches the user."""
+    import gc
+
+    state = {f"layer{i}": jnp.full((40, 100), float(i)) for i in range(100)}  # many reads in flight
+    checkpoints = Checkpoints(str(tmp_path))
+    checkpoints.save(2, state)
+    truncate_half(data_files(str(tmp_path), 2)[0])
+    for _ in range(5):  # when the pending reads end varies: several restores
+        with pytest.raises(CheckpointDamagedError, match="is damaged"):
+            checkpoints.restore(2, state)
+    time.sleep(0.5)
+    gc.collect()
+    checkpoints.close()
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
+
+
 def test_other_bytes_in_a_well_formed_checkpoint_fail_its_checksum(two_steps):
     """Files that read without error but hold other values (here: step 2's arrays under step 4's name) are
     found by the checksums alone; orbax would restore them silently."""
@@ -180,6 +211,26 @@ def test_a_checkpoint_of_other_sizes_is_not_called_damaged(tmp_path):
     checkpoints.close()
     assert not isinstance(error.value, CheckpointDamagedError)
     assert "(policy/w: saved (64, 32), this run's (64, 16)): it holds another agent state" in str(error.value)
+
+
+def test_logs_that_a_full_disk_cannot_close_fail_once_and_leave_nothing_for_exit(tmp_path, monkeypatch):
+    """The TensorBoard writer's last flush fails on a full disk: closing the run's logs raises that error (main.py's
+    one line) and leaves the writer closed, so tensorboardX's exit hook, which closes it again, prints nothing."""
+    import errno
+
+    runs = SeedRuns([str(tmp_path)], [str(tmp_path)])
+    runs.open_logs(0, train=True)
+    runs.writers[0].add_scalar("train/loss", 1.0, 2)
+    event_writer = runs.writers[0].file_writer.event_writer  # what the exit hook closes
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as error:
+        runs.close()
+    assert error.value.errno == errno.ENOSPC
+    event_writer.close()  # the exit hook: no second failure
 
 
 def test_a_full_disk_is_found_before_writing_and_names_the_space_needed(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import re
 import socket
 import traceback
 import urllib.error
+import zipfile
 
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: a dead or stalled server fails in seconds, not hours
 SLICES_PER_100M = 100  # slices 000..099 of every OGBench 100M-transition dataset
@@ -77,6 +78,50 @@ def _base_url(url: str):
         ogbench.utils.DATASET_URL = previous
 
 
+class _DeferredRenames:
+    """Stands in for the `os` module inside OGBench's downloader: its rename of a completed `<file>.tmp` to the
+    file's name is only recorded, so that the file can be checked first (`finish`), once the downloader has
+    closed it (it renames a file before closing it)."""
+
+    def __init__(self):
+        self.renames = []
+
+    def rename(self, src: str, dst: str) -> None:
+        self.renames.append((src, dst))
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def finish(self, url: str) -> None:
+        """Renames each downloaded file that is an .npz archive to its name; raises DownloadError for one that is
+        not (an HTTP error page sent with status 200, or a body cut short: the downloader takes whatever arrives),
+        which is removed."""
+        renames, self.renames = self.renames, []
+        for src, dst in renames:
+            if not zipfile.is_zipfile(src):
+                size = os.path.getsize(src)
+                os.remove(src)
+                file = os.path.basename(dst)
+                raise DownloadError(
+                    f"cannot download {file} from {url} (the server sent {size} bytes that are not an .npz archive: "
+                    "an error page, or a connection cut short)",
+                    file,
+                )
+            os.replace(src, dst)
+
+
+@contextlib.contextmanager
+def _checked_renames():
+    import ogbench.utils
+
+    previous = ogbench.utils.os
+    ogbench.utils.os = deferred = _DeferredRenames()
+    try:
+        yield deferred
+    finally:
+        ogbench.utils.os = previous
+
+
 def _reason(error: BaseException) -> str:
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
@@ -97,15 +142,22 @@ def download(names: list[str], directory: str, timeout: float | None = None) -> 
     for name in names:
         os.makedirs(os.path.dirname(os.path.join(directory, name)) or directory, exist_ok=True)
         try:
-            with _socket_timeout(timeout), _base_url(url):
-                ogbench.utils.download_datasets([name], directory)
+            with _socket_timeout(timeout), _base_url(url), _checked_renames() as downloaded:
+                try:
+                    ogbench.utils.download_datasets([name], directory)
+                except BaseException as error:
+                    # OGBench's downloader renames a file before closing it (its tqdm wrapper leaves the file
+                    # open), so the last bytes of a file it completed stay buffered for as long as its frame lives,
+                    # which this error's traceback would prolong: closing it now writes them.
+                    traceback.clear_frames(error.__traceback__)
+                    downloaded.finish(url)  # a file completed before the failure is kept
+                    raise
+                downloaded.finish(url)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-            # OGBench's downloader renames a file before closing it (its tqdm wrapper leaves the file open), so
-            # the last bytes of a file it completed stay buffered for as long as its frame lives, which this
-            # error's traceback would prolong: closing it now writes them.
-            traceback.clear_frames(error.__traceback__)
             for partial in glob.glob(os.path.join(directory, f"{name}*.npz.tmp")):
                 os.remove(partial)  # A failed file restarts from scratch; its partial copy is useless.
+            if isinstance(error, DownloadError):  # not an archive (_DeferredRenames.finish)
+                raise
             # OGBench's downloader fetches the pair in order and skips files present: the failed one is the
             # first still missing.
             pair = (f"{name}.npz", f"{name}-val.npz")

@@ -170,3 +170,49 @@ def test_official_names_of_dataset_paths():
 def test_an_unknown_data_source_is_a_config_error():
     with pytest.raises(configs.ConfigError, match="unknown --data='dowload' .did you mean 'download'"):
         resolve(Options(data="dowload"))
+
+
+@contextlib.contextmanager
+def serving_bytes(body: bytes, length: int):
+    """An HTTP server on 127.0.0.1 that answers every GET with status 200, a Content-Length of `length` and `body`
+    (fewer bytes: the connection is cut short)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("answer", ["error-page", "cut-short"])
+def test_what_is_not_an_npz_archive_is_never_saved_under_the_files_name(
+    tiny_dataset_dir, tmp_path, monkeypatch, answer
+):
+    """An HTTP 200 error page, or a body cut short (Content-Length 10x what arrives), is named as a failed download
+    and nothing is left under OGBench's file name."""
+    official = read(os.path.join(tiny_dataset_dir, NAME + ".npz"))
+    body, length = (b"<html>Quota exceeded</html>", 27) if answer == "error-page" else (official[:2048], len(official))
+    target = tmp_path / "data"
+    with serving_bytes(body, length) as url:
+        monkeypatch.setenv(envs.download.URL_VARIABLE, url)
+        with pytest.raises(envs.DatasetMissingError) as error:
+            obtain_missing_files(TINY_TASK, run_config(target), str(target), "download", progress=False)
+    message = str(error.value)
+    sent = f"cannot download {NAME}.npz from {url} (the server sent {len(body)} bytes that are not an .npz archive"
+    assert message.startswith(sent), message
+    print(message)
+    assert os.listdir(target) == []

@@ -63,8 +63,19 @@ def _check_exists(paths, env_name, dataset_dir) -> None:
 
 
 def _regenerate_hint(path: str, env_name: str | None) -> str:
-    """What to do about a bad dataset file (one line, for error messages)."""
-    command = f" (or run `{generate_command(env_name, os.path.dirname(path) or '.')}`)" if env_name else ""
+    """What to do about a bad dataset file (one line, for error messages). Only a file under OGBench's standard name
+    in a dataset dir is generated when missing: a slice of a 100M directory is only ever downloaded, and a file of
+    another name comes from nowhere."""
+    name = os.path.basename(path)
+    if os.path.basename(os.path.dirname(os.path.abspath(path))).endswith("-100m-v0"):
+        return (
+            "delete it and rerun with --data=download to fetch it again (slices are never generated), or put "
+            "OGBench's file there"
+        )
+    standard = env_name and name in {f"{parse_name(env_name).dataset_name}{s}.npz" for s in ("", "-val")}
+    if not standard:
+        return "replace it with an intact copy"
+    command = f" (or run `{generate_command(env_name, os.path.dirname(path) or '.')}`)"
     return f"delete it and run again to have it generated anew{command}, or put OGBench's file there"
 
 

@@ -100,6 +100,7 @@ class RunPlan:
     command: str
     eval_videos: int = 0  # not in config.json: recording changes no result
     wandb: WandbOptions | None = None  # None: no W&B logging
+    restore: str | None = None  # training (not --eval_only) into the run dir given as --restore
 
 
 def split_agent_name(argv: list[str]) -> tuple[str, list[str]]:
@@ -332,6 +333,8 @@ def resolve(options: Options) -> RunPlan:
             f"unknown --data={options.data!r}{configs.closest(options.data, DATA_SOURCES)}; choose one of "
             + ", ".join(f"{name} ({what})" for name, what in DATA_SOURCES.items())
         )
+    if saved and saved["agent"] != options.agent:  # before its settings are compared with this agent's
+        raise configs.ConfigError(f"{options.restore} holds a '{saved['agent']}' run; drop --agent={options.agent}")
     preset = saved["preset"] if saved else task_preset(options.preset, options.env)
     # A saved run's settings are its config.json over the agent's defaults, not over its preset's values now: a
     # field the file lacks was added after the run was written, and its default is what the code did then (new
@@ -366,8 +369,6 @@ def resolve(options: Options) -> RunPlan:
     elif config.get("goal_conditioned", False) and not saved:
         run.dataset_size = "standard"  # OGBench's goal-conditioned protocol trains on the standard files.
     check_run_steps(run, training=not saved)
-    if saved and saved["agent"] != options.agent:
-        raise configs.ConfigError(f"{options.restore} holds a '{saved['agent']}' run; drop --agent={options.agent}")
     env_name = saved["env"] if saved else options.env or run.env_name
     weights = saved["guidance_weights"] if saved else list(config.guidance_weights)
     if options.guidance_weights is not None and not any(str(w).strip() for w in options.guidance_weights):
@@ -433,6 +434,7 @@ def resolve(options: Options) -> RunPlan:
         command=options.command,
         eval_videos=options.eval_videos,
         wandb=wandb,
+        restore=None if saved else options.restore,
     )
 
 

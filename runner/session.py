@@ -14,12 +14,13 @@ import agents
 import configs
 import envs
 from agents.training import over_seeds
+from runner.checkpoints import saved_steps
 from runner.config import EVALUATION_FILE, RunPlan, evaluation_settings
 from runner.devices import Placement, placement
 from runner.evaluation import make_sweep_evaluator
 from runner.report import format_data, write_report
 from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
-from runner.run_dir import write_config, write_json, write_slice_list
+from runner.run_dir import ConfigMismatchError, write_config, write_json, write_slice_list
 from runner.run_lock import RunLock
 from runner.seed_runs import SeedRuns
 from runner.slice_rotation import SliceRotation
@@ -114,10 +115,12 @@ class Session:
         return timing["eval_seconds"]
 
     def close(self) -> None:
-        if self.rotation is not None:
-            self.rotation.close()
-        self.runs.close()
-        release(self.locks)
+        try:
+            if self.rotation is not None:
+                self.rotation.close()
+            self.runs.close()
+        finally:
+            release(self.locks)
 
 
 def act_with_weights(agent, state, observations, key, guidance_weight, goals, unroll=False):
@@ -147,6 +150,8 @@ def lock_run_dirs(plan: RunPlan) -> list:
 def open_session(plan: RunPlan) -> Session:
     """Locks the run dirs, writes each seed's config.json (training), loads the data, builds the agent and its
     states (restored from the newest intact checkpoint every seed has) and opens the logs."""
+    if plan.eval_only and not saved_steps(os.path.join(plan.train_dirs[0], "checkpoints")):
+        raise configs.ConfigError(f"{plan.train_dirs[0]} has no checkpoint to evaluate; train it first")  # made nothing
     locks = lock_run_dirs(plan)
     try:
         return _open_session(plan, locks)
@@ -158,7 +163,14 @@ def open_session(plan: RunPlan) -> Session:
 def _open_session(plan: RunPlan, locks: list) -> Session:
     if not plan.eval_only:
         for train_dir, seed_config in zip(plan.train_dirs, plan.seed_configs, strict=True):
-            write_config(train_dir, seed_config, plan.allow_config_change)
+            try:
+                write_config(train_dir, seed_config, plan.allow_config_change)
+            except ConfigMismatchError as error:
+                if not plan.restore:
+                    raise
+                raise ConfigMismatchError(
+                    f"{error}; to evaluate it instead, add --eval_only (--restore without it trains into the run)"
+                ) from None
     for d in plan.out_dirs:
         os.makedirs(d, exist_ok=True)
     if plan.eval_only:  # What the numbers in it come from: a later evaluation of other settings goes beside it.

@@ -167,6 +167,27 @@ def test_a_missing_dataset_is_named_in_one_line(tmp_path):
     assert f"`python -m envs.generate --dataset={DATASET} --dir={tmp_path}`" in message, message
 
 
+def test_a_damaged_slice_or_own_file_is_not_promised_a_regeneration(tiny_dataset_dir, tmp_path):
+    """Slices are never generated, nor is a file of the user's own name: their advice says what does help."""
+    slices = tmp_path / "cube-single-play-100m-v0"
+    own = tmp_path / "mine"
+    for directory, names in ((slices, [f"{DATASET}-000.npz"]), (own, ["my-data.npz", "my-data-val.npz"])):
+        directory.mkdir()
+        for name in names:
+            open(directory / name, "wb").close()
+    with pytest.raises(envs.DatasetFormatError) as error:
+        envs.make_env_and_datasets(TINY_TASK, dataset_path=str(slices))
+    assert str(error.value).endswith(
+        "delete it and rerun with --data=download to fetch it again (slices are never "
+        "generated), or put OGBench's file there"
+    ), str(error.value)
+    with pytest.raises(envs.DatasetFormatError) as error:
+        envs.make_env_and_datasets(TINY_TASK, dataset_path=str(own / "my-data.npz"))
+    assert str(error.value).endswith(
+        "is not an .npz archive (truncated, or not a dataset file); replace it with an intact copy"
+    ), str(error.value)
+
+
 def test_main_names_a_horizon_longer_than_the_episodes(tiny_dataset_dir, tmp_path):
     process = run_main(
         f"--env={TINY_TASK}",
@@ -592,4 +613,4 @@ def test_evaluating_a_run_without_a_checkpoint_is_one_line(reference_run, tmp_pa
     shutil.copy(os.path.join(reference_run, "config.json"), run_dir)
     process = run_main("--eval_only", f"--restore={run_dir}", "--progress=false", check=False)
     last_error_line(process, f"{run_dir} has no checkpoint to evaluate; train it first")
-    assert not (run_dir / "checkpoints").exists()  # evaluating creates nothing in the run it reads
+    assert os.listdir(run_dir) == ["config.json"]  # evaluating creates nothing in the run it reads

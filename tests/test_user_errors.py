@@ -310,3 +310,36 @@ def test_the_scripts_name_a_mistyped_task_preset_or_output_path(tmp_path):
             text=True,
         )
         assert_user_error(process, f"--dir={where} is not a directory", "choose another --dir")
+
+
+def test_evaluating_another_agents_run_is_named_without_a_false_note(tmp_path, capsys):
+    """`--eval_only --agent=qgf --restore=<an fql run>`: the agent is named, with no note that the run 'predates'
+    the settings only qgf has."""
+    import json
+
+    from runner.config import Options, resolve
+
+    saved = resolve(Options(agent="fql", env=TINY_TASK, preset="demo", run_dir=str(tmp_path))).seed_configs[0]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    message = plan_error(agent="qgf", eval_only=True, restore=str(tmp_path))
+    assert message == f"{tmp_path} holds a 'fql' run; drop --agent=qgf"
+    assert "predates" not in capsys.readouterr().out
+
+
+def test_training_into_a_restore_dir_of_another_config_hints_at_eval_only(tmp_path):
+    """`--restore=RUN` without `--eval_only` trains into RUN; a config that differs says how to evaluate it."""
+    import json
+
+    from runner.config import Options, resolve
+    from runner.run_dir import ConfigMismatchError
+    from runner.session import open_session
+
+    saved = resolve(Options(env=TINY_TASK, preset="demo", run_dir=str(tmp_path))).seed_configs[0]
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "seed": 5}))
+    with pytest.raises(ConfigMismatchError) as error:
+        open_session(resolve(Options(env=TINY_TASK, preset="demo", restore=str(tmp_path))))
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path} holds a run with a different config: seed=0 (the run has 5)"), message
+    assert message.endswith("; to evaluate it instead, add --eval_only (--restore without it trains into the run)")
+    assert sorted(os.listdir(tmp_path)) == ["config.json"]

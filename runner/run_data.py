@@ -28,6 +28,27 @@ def load_data(env_name: str, run, data: str, progress: bool) -> tuple:
     return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=run.dataset_path or None)
 
 
+def placeholder_dataset(env_name: str, config) -> dict:
+    """Zeros in the shapes of `env_name`'s dataset (its env's observation and action spaces), one episode just long
+    enough for a batch and a chunk: all that building an agent whose parameters come from a checkpoint needs
+    (`--eval_only`), without reading, downloading or generating the dataset."""
+    env = envs.make_env(env_name)
+    observation, action = env.observation_space.shape, env.action_space.shape
+    env.close()
+    n = max(config.batch_size, config.horizon) + 1
+    terminals = np.zeros(n, np.float32)
+    terminals[-1] = 1.0
+    dataset = {
+        "observations": np.zeros((n, *observation), np.float32),
+        "actions": np.zeros((n, *action), np.float32),
+        "terminals": terminals,
+        "next_observations": np.zeros((n, *observation), np.float32),
+    }
+    if envs.parse_name(env_name).singletask:
+        dataset.update(rewards=np.zeros(n, np.float32), masks=np.ones(n, np.float32))
+    return dataset
+
+
 def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progress: bool) -> None:
     """Downloads or generates the run's missing dataset files, as `data` (a DATA_SOURCES key) says.
 

@@ -4,6 +4,7 @@ guidance-weight sweep with its report."""
 
 import dataclasses
 import functools
+import json
 import os
 import time
 
@@ -19,7 +20,15 @@ from runner.config import EVALUATION_FILE, RunPlan, evaluation_settings
 from runner.devices import Placement, placement
 from runner.evaluation import make_sweep_evaluator
 from runner.report import format_data, write_report
-from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
+from runner.run_data import (
+    check_data_fits,
+    device_dataset,
+    load_data,
+    make_sampler,
+    placeholder_dataset,
+    slice_directory,
+    slice_rotation,
+)
 from runner.run_dir import ConfigMismatchError, write_config, write_json, write_slice_list
 from runner.run_lock import RunLock
 from runner.seed_runs import SeedRuns
@@ -123,6 +132,15 @@ class Session:
             release(self.locks)
 
 
+def trained_data_line(train_dir: str) -> str:
+    """The report's data line of a saved run, from the data.json its training wrote ("" without a readable one)."""
+    try:
+        with open(os.path.join(train_dir, "data.json")) as f:
+            return format_data(json.load(f))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def act_with_weights(agent, state, observations, key, guidance_weight, goals, unroll=False):
     return agent.act(state, observations, key, guidance_weight=guidance_weight, goals=goals, unroll=unroll)
 
@@ -197,8 +215,11 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
         print(f"warning: --eval_videos: {error}; evaluating without videos", flush=True)
         eval_videos = 0
     start = time.perf_counter()
-    env, train_data, val_data = load_data(plan.env_name, plan.run, plan.data, plan.progress)
-    check_data_fits(train_data, plan.config)
+    if plan.eval_only:  # The parameters come from the checkpoint: the agent needs the data's shapes, not the data.
+        train_data, val_data = placeholder_dataset(plan.env_name, plan.config), None
+    else:
+        env, train_data, val_data = load_data(plan.env_name, plan.run, plan.data, plan.progress)
+        check_data_fits(train_data, plan.config)
     dataset = device_dataset(train_data, plan.config, where)
     val_dataset = None if val_data is None else device_dataset(val_data, plan.config, where)
     rotation = None
@@ -207,13 +228,15 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
         for train_dir in plan.train_dirs:
             write_slice_list(train_dir, rotation.paths, plan.allow_config_change)
     data_seconds = time.perf_counter() - start
-    slices = len(envs.slice_paths(slice_directory(plan.run))) if slice_directory(plan.run) else 1
-    loaded = {**(plan.seed_configs[0].get("dataset") or {}), "slices": slices}
-    loaded["transitions"] = slices * len(train_data["observations"])  # with slices: about, from the first one
-    if not plan.eval_only:
+    if plan.eval_only:
+        data_line = trained_data_line(plan.train_dirs[0])
+    else:
+        slices = len(envs.slice_paths(slice_directory(plan.run))) if slice_directory(plan.run) else 1
+        loaded = {**(plan.seed_configs[0].get("dataset") or {}), "slices": slices}
+        loaded["transitions"] = slices * len(train_data["observations"])  # with slices: about, from the first one
         for train_dir in plan.train_dirs:
             write_json(os.path.join(train_dir, "data.json"), loaded)
-    data_line = format_data(loaded)
+        data_line = format_data(loaded)
 
     sample = make_sampler(plan.config, plan.env_name)
     agent = agents.make(plan.agent_name, plan.config)

@@ -47,7 +47,7 @@ def test_a_tiny_run_leaves_every_artifact(finished_run):
     assert sorted(os.listdir(os.path.join(finished_run, "checkpoints")))[-1] == "4"
 
 
-def test_eval_only_reproduces_the_eval_row(finished_run):
+def test_eval_only_reproduces_the_eval_row(finished_run, tmp_path):
     run_main("--eval_only", f"--restore={finished_run}", "--progress=false")
     original = read_csv(os.path.join(finished_run, "eval.csv"))
     again = read_csv(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "eval.csv"))
@@ -60,8 +60,15 @@ def test_eval_only_reproduces_the_eval_row(finished_run):
     assert read_csv(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "eval.csv")) == original
     moved = read_csv(os.path.join(finished_run, "eval", variants[0], "eval.csv"))
     assert [float(r["guidance_weight"]) for r in moved] == [0.3]
-    run_main("--eval_only", f"--restore={finished_run}", "--progress=false")
-    assert len(os.listdir(os.path.join(finished_run, "eval"))) == 2
+    # Evaluating needs the checkpoint, not the training data: none is read (here: none is there), downloaded or
+    # generated, and the report names the data the run trained on.
+    run_main(
+        "--eval_only", f"--restore={finished_run}", "--progress=false", f"--dataset_dir={tmp_path}", "--data=local"
+    )
+    assert len(os.listdir(os.path.join(finished_run, "eval"))) == 2 and os.listdir(tmp_path) == []
+    assert read_csv(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "eval.csv")) == original
+    report = open(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "report.md")).read()
+    assert "Training data: generated here, `" in report and "(118 transitions)." in report
 
 
 def test_goal_conditioned_run_writes_per_task_results(tiny_dataset_dir, tmp_path):

@@ -160,6 +160,13 @@ class CsvLog:
             if rows and not _whole(rows[-1]):
                 print(f"note: the last row of {path} was cut short ({_shown(rows[-1])}); it is dropped", flush=True)
                 rows.pop()
+            others = [r for r in rows if not _whole(r)]  # e.g. a note added by hand
+            if others:
+                shown = "; ".join(_shown(r) for r in others[:3]) + (
+                    f" and {len(others) - 3} more" if len(others) > 3 else ""
+                )
+                print(f"note: {len(others)} line(s) of {path} are not log rows ({shown}); they are dropped", flush=True)
+                rows = [r for r in rows if _whole(r)]
             kept = [r for r in rows if int(float(r["step"])) <= resume_step]
             if rows:
                 self.fields = list(rows[0].keys())

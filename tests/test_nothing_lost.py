@@ -171,3 +171,17 @@ def test_evaluating_a_run_that_is_still_training_takes_no_deleted_step_for_damag
     assert step == 8
     np.testing.assert_array_equal(restored["w"], seed_states(8)["w"])
     assert "damaged" not in capsys.readouterr().out
+
+
+def test_a_line_added_to_a_log_by_hand_is_named_and_dropped_on_resume(tmp_path, capsys):
+    path = tmp_path / "train.csv"
+    log = CsvLog(str(path), resume_step=0)
+    for step in (100, 200):
+        log.write({"step": step, "steps_per_s": 9.5, "train/loss": 3.25})
+    with open(path, "a") as f:
+        f.write("lr lowered here by hand\n")
+    log.write({"step": 300, "steps_per_s": 9.5, "train/loss": 3.25})
+    CsvLog(str(path), resume_step=300)
+    out = capsys.readouterr().out
+    assert f"note: 1 line(s) of {path} are not log rows (lr lowered here by hand); they are dropped" in out, out
+    assert [r["step"] for r in read_csv(path)] == ["100", "200", "300"]

@@ -74,8 +74,9 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
         if names is None:  # Not an OGBench name: nothing to download it from.
             return
         present = [n for n in names if os.path.exists(os.path.join(directory, n + ".npz"))]
-        if len(present) == len(names):
-            return
+        whole = [n for n in present if os.path.exists(os.path.join(directory, n + "-val.npz"))]
+        if len(whole) == len(names) or (len(present) == len(names) and data != "download"):
+            return  # (training reads the slices and the first -val file; "download" completes the directory)
         if present and data != "download":
             print(
                 f"{path} holds {len(present)} of OGBench's {len(names)} slices; training on those "

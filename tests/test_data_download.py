@@ -216,3 +216,21 @@ def test_what_is_not_an_npz_archive_is_never_saved_under_the_files_name(
     assert message.startswith(sent), message
     print(message)
     assert os.listdir(target) == []
+
+
+def test_download_completes_a_slice_directory_that_lacks_only_a_val_file(tiny_dataset_dir, tmp_path, monkeypatch):
+    """`--data=download` on a 100M slice directory missing one `-val.npz`: that file is fetched, or named."""
+    slices = tmp_path / "cube-single-play-100m-v0"
+    slices.mkdir()
+    for name in (f"{NAME}-000.npz", f"{NAME}-000-val.npz", f"{NAME}-001.npz"):
+        shutil.copy(os.path.join(tiny_dataset_dir, NAME + ".npz"), slices / name)
+    (tmp_path / "empty").mkdir()
+    run = run_config(tmp_path / "unused", dataset_path=str(slices))
+    monkeypatch.setattr(envs.download, "SLICES_PER_100M", 2)
+    obtain_missing_files(TINY_TASK, run, str(tmp_path / "unused"), "auto", progress=False)  # trains on them
+    with serving(tmp_path / "empty") as url:
+        monkeypatch.setenv(envs.download.URL_VARIABLE, url)
+        with pytest.raises(
+            envs.DatasetMissingError, match=f"^cannot download {slices.name}/{NAME}-001-val.npz from {url} .HTTP 404"
+        ):
+            obtain_missing_files(TINY_TASK, run, str(tmp_path / "unused"), "download", progress=False)

@@ -164,7 +164,11 @@ def run_reporting_user_errors(agent_name: str, command: str) -> None:
         sys.exit(f"error: {failed}")
     except OSError as error:
         if error.errno in _CANNOT_WRITE:
-            sys.exit(f"error: cannot write {error.filename} ({error.strerror}); choose a writable directory")
+            # An evaluation writes into the run it evaluates (eval/<tag>/): no flag puts it elsewhere.
+            where = "choose a writable directory"
+            if FLAGS.eval_only:
+                where = f"copy {FLAGS.restore} to a writable directory and evaluate the copy"
+            sys.exit(f"error: cannot write {error.filename} ({error.strerror}); {where}")
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):  # A full disk while writing config.json, logs, report.
             raise
         sys.exit(f"error: {error}; free some space and rerun the same command: it resumes from the last checkpoint")

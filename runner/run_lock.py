@@ -38,7 +38,8 @@ class RunLock:
     """`RunLock(run_dir)` takes the lock or raises RunDirLockedError; `release()` (or the process ending)
     gives it back. `took_over` describes the dead holder whose file was found, or is None."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, elsewhere: str = "choose another --run_dir"):
+        """`elsewhere`: the advice, after waiting, when another process holds the dir."""
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, LOCK_NAME)
         self.took_over = None
@@ -56,7 +57,7 @@ class RunLock:
                 os.close(fd)
                 raise RunDirLockedError(
                     f"{run_dir} is in use by {_describe(_holder(self.path))}; wait for that run to end (or stop "
-                    "it), or choose another --run_dir"
+                    f"it), or {elsewhere}"
                 ) from None
             # The holder before us may have removed the file between our open and our flock: then we locked
             # a file no one else can see, so start again on the new one.

@@ -154,9 +154,13 @@ def lock_run_dirs(plan: RunPlan) -> list:
     """Locks the dirs the run writes (each seed's run dir; evaluating, each eval dir), or raises
     RunDirLockedError naming the process that holds one."""
     locks = []
+    # Evaluating, the dir is the evaluation's own folder, which only an evaluation of the same settings holds.
+    elsewhere = "choose another --run_dir"
+    if plan.eval_only:
+        elsewhere = "evaluate with other settings (they go to another folder)"
     try:
         for d in plan.out_dirs:
-            locks.append(RunLock(d))
+            locks.append(RunLock(d, elsewhere))
             if locks[-1].took_over:
                 print(f"note: {d} was last used by {locks[-1].took_over}, which ended without releasing it", flush=True)
     except BaseException:

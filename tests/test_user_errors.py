@@ -343,3 +343,22 @@ def test_training_into_a_restore_dir_of_another_config_hints_at_eval_only(tmp_pa
     assert message.startswith(f"{tmp_path} holds a run with a different config: seed=0 (the run has 5)"), message
     assert message.endswith("; to evaluate it instead, add --eval_only (--restore without it trains into the run)")
     assert sorted(os.listdir(tmp_path)) == ["config.json"]
+
+
+def test_a_second_evaluation_of_the_same_settings_is_not_told_to_choose_a_run_dir(tmp_path):
+    import json
+
+    from runner.config import Options, resolve
+    from runner.run_lock import RunDirLockedError, RunLock
+    from runner.session import lock_run_dirs
+
+    saved = resolve(Options(env=TINY_TASK, preset="demo", run_dir=str(tmp_path))).seed_configs[0]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    plan = resolve(Options(eval_only=True, restore=str(tmp_path)))
+    with RunLock(plan.out_dirs[0]):  # the first evaluation
+        with pytest.raises(RunDirLockedError) as error:
+            lock_run_dirs(plan)
+    message = str(error.value)
+    assert message.endswith(
+        "wait for that run to end (or stop it), or evaluate with other settings (they go to another folder)"
+    ), message

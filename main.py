@@ -134,11 +134,7 @@ def options_from_flags(agent_name: str, command: str) -> Options:
 
 def main(agent_name: str, command: str) -> None:
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every step of a save at INFO.
-    plan = resolve(options_from_flags(agent_name, command))
-    if FLAGS.dry_run:
-        print(json.dumps(dry_run_view(plan), indent=2, sort_keys=True))
-        return
-    if FLAGS.distributed:
+    if FLAGS.distributed and not FLAGS.dry_run:  # First: resolving the run lists the devices, every host's then.
         try:
             jax.distributed.initialize()
         except (ValueError, RuntimeError) as error:  # no cluster found, or no coordinator reached
@@ -147,6 +143,10 @@ def main(agent_name: str, command: str) -> None:
                 f"--distributed: {what}; start one process per host under a cluster manager (e.g. srun), or drop "
                 "--distributed on one machine"
             ) from None
+    plan = resolve(options_from_flags(agent_name, command))
+    if FLAGS.dry_run:
+        print(json.dumps(dry_run_view(plan), indent=2, sort_keys=True))
+        return
     (runner.evaluate if plan.eval_only else runner.train)(plan)
 
 

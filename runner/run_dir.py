@@ -4,6 +4,7 @@ runs/<env>/<agent>/<run-name>/ holds config.json, train.csv, eval.csv, TensorBoa
 checkpoints/ and, after evaluation, report.md and success_vs_weight.png.
 """
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -73,9 +74,21 @@ def _describe(key: str, saved, current) -> str:
 def write_json(path: str, value: dict) -> None:
     """Writes `value` as JSON atomically (a reader sees the old file or the new one, never half of one)."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with _removed_on_failure(tmp), open(tmp, "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(tmp: str):
+    """Removes the temporary file `tmp` when the block writing it fails (e.g. a full disk): nothing half-written
+    is left beside the file it was to replace."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def write_config(run_dir: str, config: dict, allow_change: bool = False) -> None:
@@ -174,7 +187,7 @@ class CsvLog:
 
     def _rewrite(self, rows: list[dict]) -> None:
         tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with _removed_on_failure(tmp), open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields)
             writer.writeheader()
             writer.writerows(rows)

@@ -185,3 +185,20 @@ def test_a_line_added_to_a_log_by_hand_is_named_and_dropped_on_resume(tmp_path, 
     out = capsys.readouterr().out
     assert f"note: 1 line(s) of {path} are not log rows (lr lowered here by hand); they are dropped" in out, out
     assert [r["step"] for r in read_csv(path)] == ["100", "200", "300"]
+
+
+def test_a_log_a_full_disk_cannot_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import csv
+    import errno
+
+    import runner.run_dir
+
+    class FullDisk(csv.DictWriter):
+        def writeheader(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner.run_dir.csv, "DictWriter", FullDisk)
+    log = CsvLog(str(tmp_path / "train.csv"), resume_step=0)
+    with pytest.raises(OSError, match="No space left"):
+        log.write({"step": 2, "train/loss": 1.0})
+    assert os.listdir(tmp_path) == []

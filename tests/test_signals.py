@@ -326,11 +326,14 @@ def test_a_warned_sweep_job_waits_for_main_to_save_then_is_requeued(tmp_path):
     assert os.path.exists(marker + ".saved")  # main.py had saved before the job was requeued
 
 
-def test_a_failed_sweep_job_shows_mains_error_line(tmp_path, capsys):
+def test_a_failed_sweep_job_shows_mains_error_line(tmp_path):
+    # A process of its own: submitit's local jobs leave pytest-xdist's captured stdout closed in the worker.
     argv = [f"--tasks={TINY_TASK}", "--methods=qgf", f"--root={tmp_path}", "--poll_s=0.2", "--extra=--agent.lr=-1"]
-    with pytest.raises(SystemExit, match="^1 job\\(s\\) failed"):
-        sweep.main(argv)
-    out = capsys.readouterr().out
+    process = subprocess.run(
+        [sys.executable, "-m", "scripts.sweep", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert process.returncode == 1 and process.stderr.strip().splitlines()[-1].startswith("1 job(s) failed")
+    out = process.stdout
     failed = [line for line in out.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == 1 and failed[0].endswith(": error: --agent.lr=-1.0 must be > 0"), out
     assert "Traceback" not in out and "CalledProcessError" not in out, out

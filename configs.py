@@ -266,8 +266,8 @@ AGENT_CONFIGS = {
 
 
 # The official networks and loss choices of each agent (BASELINES.md §1.6, §2.1-2.2, §3.1, §3.2), set by `paper` and
-# so by every family preset; agents not listed keep their own defaults. README's "Differences from the official
-# code" lists what stays different.
+# so by every family preset; agents not listed keep their own defaults. docs/differences.md lists what stays
+# different.
 _OFFICIAL_QGF_NETWORKS = {
     "time_embedding": "sinusoidal",
     "actor_layer_norm_last_hidden": False,

@@ -10,6 +10,7 @@ import configs
 import envs
 from envs.datasets import dataset_paths
 from envs.download import DownloadError, download, slice_names
+from runner.interrupt import keeping
 from runner.slice_rotation import SliceRotation
 
 # Where missing dataset files come from (--data); files present are always used as they are.
@@ -66,7 +67,8 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
         return
     if data in ("auto", "download"):
         try:
-            download(names, directory)
+            with keeping("the files downloaded completely are kept"):
+                download(names, directory)
             return
         except DownloadError as error:
             if path is None and any(os.path.exists(p) for p in pair):  # e.g. the training file arrived, not -val
@@ -90,14 +92,15 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
     elif any(os.path.exists(p) for p in pair):
         missing = next(os.path.basename(p) for p in pair if not os.path.exists(p))
         raise _half_pair_error(pair, f"--data=generate cannot write {missing} alone")
-    envs.generate_dataset(
-        env_name,
-        dataset_dir,
-        episodes=run.dataset_episodes or None,
-        seed=0,
-        max_episode_steps=run.dataset_episode_steps,
-        progress=progress,
-    )
+    with keeping("the episodes generated so far are kept (and the checkpoints, if any, as they were)"):
+        envs.generate_dataset(
+            env_name,
+            dataset_dir,
+            episodes=run.dataset_episodes or None,
+            seed=0,
+            max_episode_steps=run.dataset_episode_steps,
+            progress=progress,
+        )
 
 
 def _half_pair_error(pair: tuple, why: str) -> envs.DatasetMissingError:

@@ -89,7 +89,8 @@ class Session:
                 episode_log.write({**tag, **episode})
             for row in rows:
                 log.write({**tag, **row})
-                writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
+                for name in ("success", "return"):
+                    writer.add_scalar(f"eval/{name}_w{row['guidance_weight']:g}_task_{row['task']}", row[name], step)
             videos = write_videos(out_dir, step, recordings) if recordings else None
             table = write_report(
                 out_dir,
@@ -217,7 +218,8 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
         raise
     if step:
         states = where.put_seeds(restored)
-        print(f"Resumed from the checkpoint at step {step}.", flush=True)
+        what = "Evaluating" if plan.eval_only else "Resumed from"
+        print(f"{what} the checkpoint at step {step}.", flush=True)
     elif plan.eval_only:
         runs.close()
         raise configs.ConfigError(f"{plan.train_dirs[0]} has no checkpoint to evaluate; train it first")

@@ -133,7 +133,7 @@ def train(plan: RunPlan) -> list[str]:
                     for row, log, writer in zip(rows, session.runs.train_logs, session.runs.writers, strict=True):
                         log.write(row)
                         for k, v in row.items():
-                            if k not in ("step", "steps_per_s"):
+                            if k != "step":
                                 writer.add_scalar(k, v, step)
                     bar.set_postfix(bc=f"{row['train/policy/bc_loss']:.3f}", q=f"{row['train/critic/q_mean']:.1f}")
                 jax.block_until_ready(session.states)

@@ -29,6 +29,27 @@ def load_data(env_name: str, run, data: str, progress: bool) -> tuple:
     return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=run.dataset_path or None)
 
 
+def data_to_obtain(env_name: str, run, data: str) -> str:
+    """What the run must first fetch before training, for its plan line ("" when its files are there): the
+    download (whose time depends on the connection) or the generation, with the time this project's 2-core
+    figures give (envs.generate measures it here once its first episodes are done)."""
+    dataset_dir = os.path.expanduser(run.dataset_dir or envs.default_dataset_dir())
+    if run.dataset_path:
+        names, directory = _official_names(run.dataset_path)
+        if names is None or data in ("local", "generate") or os.path.exists(run.dataset_path):
+            return ""
+        return f"download {len(names)} file(s) of OGBench's into {directory} (its time depends on the connection)"
+    if all(os.path.exists(p) for p in dataset_paths(env_name, dataset_dir)) or data == "local":
+        return ""
+    name = envs.parse_name(env_name).dataset_name
+    minutes = envs.expected_minutes(name, run.dataset_episodes or None, None, run.dataset_episode_steps)
+    generate = f"generate {name} here (about {minutes:.0f} min by this project's 2-core CPU figures)"
+    if data == "generate":
+        return generate
+    download_it = f"download {name} from OGBench (its time depends on the connection)"
+    return download_it if data == "download" else f"{download_it}, or offline {generate}"
+
+
 def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progress: bool) -> None:
     """Downloads or generates the run's missing dataset files, as `data` (a DATA_SOURCES key) says.
 

@@ -16,6 +16,7 @@ import envs
 from agents.training import over_seeds
 from runner.config import EVALUATION_FILE, RunPlan, evaluation_settings
 from runner.devices import Placement, placement
+from runner.estimate import run_plan_line
 from runner.evaluation import make_sweep_evaluator
 from runner.report import format_data, write_report
 from runner.run_data import check_data_fits, device_dataset, load_data, make_sampler, slice_directory, slice_rotation
@@ -172,6 +173,8 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
         f"on {where.description}{mapped}; run dir(s) {', '.join(plan.out_dirs)}",
         flush=True,
     )
+    if not plan.eval_only:
+        print(run_plan_line(plan), flush=True)  # before the data, which may take long to obtain
 
     eval_videos = plan.eval_videos
     chosen_gl = os.environ.get("MUJOCO_GL", "").strip()  # the user's choice, which is theirs to fix when it fails

@@ -88,15 +88,21 @@ def test_eval_only_reproduces_the_eval_row(finished_run):
 
 def test_goal_conditioned_run_writes_per_task_results(tiny_dataset_dir, tmp_path):
     run_dir = str(tmp_path / "gc")
-    flags = [f for f in TINY_RUN_FLAGS if not f.startswith("--eval_episodes")]
-    run_main(
+    flags = [f for f in TINY_RUN_FLAGS if not f.startswith(("--eval_episodes", "--train_steps", "--eval_every"))]
+    process = run_main(
         "--agent=gcqgf",
         "--env=cube-single-play-v0",
         f"--dataset_dir={tiny_dataset_dir}",
         f"--run_dir={run_dir}",
         *flags,
         "--eval_episodes=1",
+        "--train_steps=6",  # three chunks: the second, compiled already, gives the estimate
+        "--eval_every=6",
     )
+    # What the run will do, before it starts; the time of its updates once measured (the data is there already).
+    assert "This run: 6 updates (2 per compiled call; their time is measured here" in process.stdout
+    assert "and 1 evaluation(s) of 2 weight(s) × 1 episodes" in process.stdout
+    assert "Estimate, measured here: " in process.stdout and "so the 2 updates left take about " in process.stdout
     rows = read_csv(os.path.join(run_dir, "eval.csv"))
     assert [(float(r["guidance_weight"]), r["task"]) for r in rows] == [
         (w, t) for w in (0.0, 0.1) for t in ("1", "2", "3", "4", "5", "all")

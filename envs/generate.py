@@ -366,9 +366,11 @@ def _split(indices: list, workers: int) -> list:
 def measured_line(episodes: int, seconds: float, left: int, workers: int) -> str:
     """The estimate printed once the first episodes of a generation are done: its pace here and the time left."""
     per_minute = episodes / max(seconds, 1e-9) * 60.0
+    minutes = left / per_minute
+    time_left = f"{minutes * 60:.0f} s" if minutes < 1 else f"{minutes:.0f} min"
     return (
-        f"Measured here: {per_minute:.1f} episodes/min with {workers} worker(s); about {left / per_minute:.0f} min "
-        f"left for the other {left} episodes."
+        f"Measured here: {per_minute:.1f} episodes/min with {workers} worker(s); about {time_left} left for the other "
+        f"{left} episodes."
     )
 
 

@@ -189,6 +189,7 @@ def test_the_measured_pace_after_the_first_episodes():
     assert gen.measured_line(2, 60.0, 218, 2) == (
         "Measured here: 2.0 episodes/min with 2 worker(s); about 109 min left for the other 218 episodes."
     )
+    assert gen.measured_line(2, 6.0, 3, 2).endswith("about 9 s left for the other 3 episodes.")
     now = [0.0]
     bar = gen._Progress(10, 4, 2, False, "x", clock=lambda: now[0])
     printed = []

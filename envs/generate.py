@@ -32,8 +32,8 @@ import argparse
 import errno
 import fcntl
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue as queue_lib
 import shutil
 import sys
 import tempfile
@@ -249,19 +249,19 @@ def _collect(dataset_name, seed, indices, max_episode_steps, directory, report) 
         report(len(episode["terminals"]))
 
 
-def _worker(dataset_name, seed, indices, max_episode_steps, directory, queue, worker_id, parent_pid) -> None:
+def _worker(dataset_name, seed, indices, max_episode_steps, directory, conn, worker_id, parent_pid) -> None:
     end_with_parent(parent_pid)  # first: a parent killed by SIGKILL cannot stop its workers
     ignore_stop_signals()
     try:
-        _collect(dataset_name, seed, indices, max_episode_steps, directory, lambda steps: queue.put(("steps", steps)))
-        queue.put(("done", worker_id))
+        _collect(dataset_name, seed, indices, max_episode_steps, directory, lambda steps: conn.send(("steps", steps)))
+        conn.send(("done", worker_id))
     except OSError as error:
         if error.errno not in _DISK_FULL_ERRNOS:
-            queue.put(("error", traceback.format_exc()))
+            conn.send(("error", traceback.format_exc()))
             raise
-        queue.put(("disk full", error.strerror))  # the parent reports it in one line
+        conn.send(("disk full", error.strerror))  # the parent reports it in one line
     except BaseException:
-        queue.put(("error", traceback.format_exc()))
+        conn.send(("error", traceback.format_exc()))
         raise
 
 
@@ -503,40 +503,48 @@ def generate_dataset(
 
 
 def _run_workers(dataset_name, seed, blocks, max_episode_steps, directory, bar) -> None:
-    # 'spawn': the caller may have JAX (threads) loaded, which does not survive fork.
+    # 'spawn': the caller may have JAX (threads) loaded, which does not survive fork. One pipe per worker, not a
+    # Queue: a Queue's semaphores outlive a parent ended at once (main.py's Ctrl-C), and Python then warns of them.
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_worker,
-            args=(dataset_name, seed, indices, max_episode_steps, directory, queue, i, os.getpid()),
-            daemon=True,
+    receivers, senders, procs = {}, [], []
+    for i, indices in enumerate(blocks):
+        receiver, sender = ctx.Pipe(duplex=False)
+        procs.append(
+            ctx.Process(
+                target=_worker,
+                args=(dataset_name, seed, indices, max_episode_steps, directory, sender, i, os.getpid()),
+                daemon=True,
+            )
         )
-        for i, indices in enumerate(blocks)
-    ]
+        receivers[receiver] = procs[-1]
+        senders.append(sender)
     for p in procs:
         p.start()
+    for sender in senders:  # the workers hold theirs: a worker's end is the end of its pipe
+        sender.close()
     try:
-        finished = 0
-        while finished < len(procs):
-            try:
-                kind, payload = queue.get(timeout=1.0)
-            except queue_lib.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"A generation worker died with exit code {dead[0].exitcode}.") from None
-                continue
-            if kind == "steps":
-                bar.update(payload)
-            elif kind == "done":
-                finished += 1
-            elif kind == "disk full":
-                raise OSError(errno.ENOSPC, payload)
-            else:
-                raise RuntimeError(f"A generation worker failed:\n{payload}")
+        while receivers:
+            for conn in multiprocessing.connection.wait(list(receivers), timeout=1.0):
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:  # ended without a word: killed
+                    proc = receivers.pop(conn)
+                    proc.join(timeout=5.0)
+                    raise RuntimeError(f"A generation worker died with exit code {proc.exitcode}.") from None
+                if kind == "steps":
+                    bar.update(payload)
+                elif kind == "done":
+                    receivers.pop(conn)
+                    conn.close()
+                elif kind == "disk full":
+                    raise OSError(errno.ENOSPC, payload)
+                else:
+                    raise RuntimeError(f"A generation worker failed:\n{payload}")
         for p in procs:
             p.join()
     finally:
+        for conn in receivers:
+            conn.close()
         for p in procs:
             if p.is_alive():
                 p.terminate()

@@ -241,6 +241,8 @@ def test_generation_workers_of_main_end_with_it_even_while_importing(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     assert_ended_soon(workers, within_s=1.0)
+    time.sleep(1.0)  # Python's resource tracker, which outlives them, would have warned of leaked semaphores by now
+    assert "leaked semaphore" not in open(log_path).read()
 
 
 def test_a_repeated_scheduler_signal_is_absorbed_and_ctrl_c_then_quits_at_once():

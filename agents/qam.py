@@ -14,7 +14,7 @@ and every network but the loss's u_fast at its stored parameters (no gradient):
 2. adjoint: ã_K = −β ∇_x mean_j Q̄_j(s, clip(x, −1, 1)) at x_K (the target critic), then for i = K−1..0
    ã_i = ã_{i+1} + h (∂f_i/∂x)ᵀ ã_{i+1} at x_i, with f_i(x) = 2 ū(s, x, t_i + h) − x/(t_i + h);
 3. L_adj = (1/B) Σ_b Σ_i ‖(2/σ_i)(u_fast(s, x_i, t_i) − ū(s, x_i, t_i)) + σ_i ã_i‖².
-The official code's quirks are kept (README's differences table): the adjoint's vector–Jacobian product
+The official code's quirks are kept (docs/differences.md): the adjoint's vector–Jacobian product
 uses time t_i + h at x_i, and it also runs through the last step although that step was the plain ODE step
 of ū; L_adj is not weighted by `valid`.
 

@@ -10,7 +10,7 @@ with a_0 ~ N(0, I), the target critic Q̄ of the step's pre-update snapshot and 
 `act` integrates a_{t+dt} = a_t + dt (v(s, a_t, t) + w ∇_{a_t} Q_ρ(s, a_t, t)) and clips, at qgf's guidance
 weights (traced per sample, one compiled call for the sweep). Each sample gets the gradient of its own Q_ρ
 (the gradient of the batch sum); the official code took the gradient of the batch mean, which divides every
-sample's guidance by the number of observations in the call (README, differences). Best-of-N and GradStep
+sample's guidance by the number of observations in the call (docs/differences.md). Best-of-N and GradStep
 apply as in qgf, with the critic `guidance_critic` names.
 
 The official agent is broken as released (BASELINES.md §2.7, §5.1); this is the method it describes.

@@ -17,9 +17,13 @@ project's loader read the result unchanged:
 Each episode draws its randomness from `SeedSequence([seed, episode_index])`, so a file depends
 only on the seed (and, trivially, on nothing else: the worker count does not change it).
 
-Files are written in a locked work directory `<dir>/.<dataset>.partial.*` and renamed into place when
-both are complete; the work directory of a killed generation is removed by the next generation of that
-dataset, and a full disk leaves the existing files as they were (`DatasetWriteError`).
+Each finished episode is kept at once (written atomically) in `<dir>/.<dataset>.episodes-seed<S>-steps<T>/`,
+so a generation stopped or killed loses only the episodes in flight: the next generation with the same seed
+and episode length collects only the missing ones, and writes the same files as an uninterrupted one (the
+directory is removed once the files are in place). The files are written in a locked work directory
+`<dir>/.<dataset>.partial.*` and renamed into place when both are complete; the work directory of a killed
+generation is removed by the next generation of that dataset, and a full disk leaves the existing files as
+they were (`DatasetWriteError`).
 Usage: `python -m envs.generate --dataset=cube-single-play-v0 [--episodes=N] [--dir=DIR]
 [--seed=S] [--workers=W] [--max_episode_steps=1001]`.
 """
@@ -28,13 +32,14 @@ import argparse
 import errno
 import fcntl
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue as queue_lib
 import shutil
 import sys
 import tempfile
 import time
 import traceback
+import warnings
 
 import numpy as np
 
@@ -198,34 +203,65 @@ _DTYPES = {
 }
 
 
-def _collect_range(dataset_name, seed, first, stop, max_episode_steps, out_path, report) -> None:
-    """Collect episodes [first, stop) and save them (uncompressed) with their lengths to out_path."""
+def quiet_known_warnings() -> None:
+    """Hides the start-up noise main.py hides too (no display for GLFW; gymnasium's float32 action bounds), in
+    every process that makes environments; before the first environment imports MuJoCo."""
+    warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing.*")
+    warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+
+
+def episodes_dir(dataset_dir: str, dataset_name: str, seed: int, max_episode_steps: int) -> str:
+    """Where a generation keeps its finished episodes until the dataset's files are in place: an episode depends
+    on the seed, its index and the episode length only, so any generation with these settings can use them."""
+    return os.path.join(dataset_dir, f".{dataset_name}.episodes-seed{seed}-steps{max_episode_steps}")
+
+
+def _episode_path(directory: str, index: int) -> str:
+    return os.path.join(directory, f"episode-{index:07d}.npz")
+
+
+def finished_episodes(directory: str, total: int) -> list:
+    """The indices below `total` whose episode file is in `directory` (files are complete: written atomically)."""
+    found = []
+    for name in os.listdir(directory):
+        stem = name[len("episode-") : -len(".npz")]
+        if name.startswith("episode-") and name.endswith(".npz") and stem.isdigit() and int(stem) < total:
+            found.append(int(stem))
+    return sorted(found)
+
+
+def _save_episode(directory: str, index: int, episode: dict) -> None:
+    """Writes one episode (uncompressed) under a temporary name, then renames it: a kill leaves it whole or absent."""
+    path = _episode_path(directory, index)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append '.npz'
+        np.savez(f, **episode)
+    os.replace(tmp, path)
+
+
+def _collect(dataset_name, seed, indices, max_episode_steps, directory, report) -> None:
+    """Collect the episodes `indices`, each saved into `directory` as soon as it is finished."""
+    quiet_known_warnings()
     collector = _Collector(dataset_name, max_episode_steps)
-    episodes = []
-    for index in range(first, stop):
-        episodes.append(collector.episode(seed, index))
-        report(len(episodes[-1]["terminals"]))
-    arrays = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
-    arrays["episode_lengths"] = np.array([len(e["terminals"]) for e in episodes], dtype=np.int64)
-    with open(out_path, "wb") as f:
-        np.savez(f, **arrays)
+    for index in indices:
+        episode = collector.episode(seed, index)
+        _save_episode(directory, index, episode)
+        report(len(episode["terminals"]))
 
 
-def _worker(dataset_name, seed, first, stop, max_episode_steps, out_path, queue, worker_id, parent_pid) -> None:
+def _worker(dataset_name, seed, indices, max_episode_steps, directory, conn, worker_id, parent_pid) -> None:
     end_with_parent(parent_pid)  # first: a parent killed by SIGKILL cannot stop its workers
     ignore_stop_signals()
     try:
-        _collect_range(
-            dataset_name, seed, first, stop, max_episode_steps, out_path, lambda steps: queue.put(("steps", steps))
-        )
-        queue.put(("done", worker_id))
+        _collect(dataset_name, seed, indices, max_episode_steps, directory, lambda steps: conn.send(("steps", steps)))
+        conn.send(("done", worker_id))
     except OSError as error:
         if error.errno not in _DISK_FULL_ERRNOS:
-            queue.put(("error", traceback.format_exc()))
+            conn.send(("error", traceback.format_exc()))
             raise
-        queue.put(("disk full", error.strerror))  # the parent reports it in one line
+        conn.send(("disk full", error.strerror))  # the parent reports it in one line
     except BaseException:
-        queue.put(("error", traceback.format_exc()))
+        conn.send(("error", traceback.format_exc()))
         raise
 
 
@@ -259,6 +295,38 @@ def _claim_work_dir(dataset_dir: str, dataset_name: str):
     return work_dir, lock
 
 
+def _share_episodes_dir(path: str):
+    """Creates (or joins) the directory of kept episodes, holding a shared lock on it while this generation uses
+    it: generations of the same settings running at once share it, and the last to finish removes it."""
+    lock_path = os.path.join(path, _WORK_DIR_LOCK)
+    while True:
+        os.makedirs(path, exist_ok=True)
+        try:
+            lock = open(lock_path, "a")
+        except FileNotFoundError:  # removed meanwhile by a generation that finished
+            continue
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(lock_path)):
+                return lock
+        except FileNotFoundError:
+            pass
+        lock.close()  # a directory removed while this one waited: join a new one
+
+
+def _release_episodes_dir(path: str, lock, remove: bool) -> None:
+    """Removes the kept episodes when no other generation uses them (else the last one to finish does)."""
+    if remove:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another generation of the same settings is still collecting
+            pass
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    lock.close()
+
+
 def _remove_if_abandoned(work_dir: str) -> None:
     try:
         lock = open(os.path.join(work_dir, _WORK_DIR_LOCK))
@@ -289,23 +357,45 @@ def _save_compressed(path: str, arrays: dict) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def _split_ranges(total: int, workers: int) -> list:
-    bounds = np.linspace(0, total, workers + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+def _split(indices: list, workers: int) -> list:
+    """`indices` in at most `workers` contiguous, non-empty blocks of nearly equal size."""
+    bounds = np.linspace(0, len(indices), workers + 1).round().astype(int)
+    return [indices[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def measured_line(episodes: int, seconds: float, left: int, workers: int) -> str:
+    """The estimate printed once the first episodes of a generation are done: its pace here and the time left."""
+    per_minute = episodes / max(seconds, 1e-9) * 60.0
+    minutes = left / per_minute
+    time_left = f"{minutes * 60:.0f} s" if minutes < 1 else f"{minutes:.0f} min"
+    return (
+        f"Measured here: {per_minute:.1f} episodes/min with {workers} worker(s); about {time_left} left for the other "
+        f"{left} episodes."
+    )
 
 
 class _Progress:
-    def __init__(self, total_episodes: int, enabled: bool, desc: str):
+    def __init__(self, total_episodes: int, done: int, workers: int, enabled: bool, desc: str, clock=time.time):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total_episodes, unit="ep", desc=desc, disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total_episodes, initial=done, unit="ep", desc=desc, disable=not enabled, dynamic_ncols=True
+        )
+        self.left = total_episodes - done
+        self.workers = min(workers, max(self.left, 1))
+        self.episodes = 0  # finished by this process
         self.steps = 0
-        self.start = time.time()
+        self.clock = clock
+        self.start = clock()
 
     def update(self, steps: int) -> None:
         self.steps += steps
+        self.episodes += 1
         self.bar.update(1)
-        self.bar.set_postfix(steps_per_s=f"{self.steps / max(time.time() - self.start, 1e-9):.0f}")
+        elapsed = max(self.clock() - self.start, 1e-9)
+        self.bar.set_postfix(steps_per_s=f"{self.steps / elapsed:.0f}")
+        if self.episodes == self.workers and self.episodes < self.left:  # every worker's first episode is done
+            self.bar.write(measured_line(self.episodes, elapsed, self.left - self.episodes, self.workers))
 
     def close(self) -> None:
         self.bar.close()
@@ -316,9 +406,11 @@ def expected_minutes(name: str, episodes: int | None = None, workers: int | None
     parsed = parse_name(name)
     episodes = parsed.spec.num_episodes if episodes is None else episodes
     total = episodes + max(1, episodes // 10)
-    workers = max(1, min(workers or os.cpu_count() or 1, total))
-    rate = MEASURED_STEPS_PER_S[parsed.spec.kind] * workers
-    return total * max_episode_steps / rate / 60.0
+    return _minutes(parsed.spec.kind, total, max(1, min(workers or os.cpu_count() or 1, total)), max_episode_steps)
+
+
+def _minutes(kind: str, episodes: int, workers: int, max_episode_steps: int) -> float:
+    return episodes * max_episode_steps / (MEASURED_STEPS_PER_S[kind] * workers) / 60.0
 
 
 def generate_dataset(
@@ -348,29 +440,38 @@ def generate_dataset(
     workers = max(1, min(workers or os.cpu_count() or 1, total))
     train_path = os.path.join(dataset_dir, f"{dataset_name}.npz")
     val_path = os.path.join(dataset_dir, f"{dataset_name}-val.npz")
-    minutes = expected_minutes(dataset_name, episodes, workers, max_episode_steps)
+    kept_dir = episodes_dir(dataset_dir, dataset_name, seed, max_episode_steps)
+    done = finished_episodes(kept_dir, total) if os.path.isdir(kept_dir) else []
+    missing = sorted(set(range(total)) - set(done))
+    workers = max(1, min(workers, len(missing)))
+    minutes = _minutes(parsed.spec.kind, len(missing), workers, max_episode_steps)
+    kept = f"; {len(done)} finished episodes kept from an interrupted generation" if done else ""
     print(
         f"Generating {dataset_name}: {episodes} + {num_val} (val) episodes of {max_episode_steps} steps with "
-        f"{workers} worker(s), seed {seed}, into {dataset_dir} (expected about {minutes:.1f} min on a 2-core CPU).",
+        f"{workers} worker(s), seed {seed}, into {dataset_dir}{kept} (expected about {minutes:.1f} min by this "
+        "project's 2-core CPU figures; measured here after the first episodes).",
         flush=True,
     )
 
-    os.makedirs(dataset_dir, exist_ok=True)
+    kept_lock = _share_episodes_dir(kept_dir)
     work_dir, lock = _claim_work_dir(dataset_dir, dataset_name)
-    bar = _Progress(total, progress, dataset_name)
+    bar = _Progress(total, len(done), workers, progress, dataset_name)
     try:
-        ranges = _split_ranges(total, workers)
-        part_paths = [os.path.join(work_dir, f"part{i:03d}.npz") for i in range(len(ranges))]
-        if len(ranges) == 1:
-            _collect_range(dataset_name, seed, 0, total, max_episode_steps, part_paths[0], bar.update)
-        else:
-            _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar)
+        blocks = _split(missing, workers)
+        if len(blocks) == 1:
+            _collect(dataset_name, seed, blocks[0], max_episode_steps, kept_dir, bar.update)
+        elif blocks:
+            _run_workers(dataset_name, seed, blocks, max_episode_steps, kept_dir, bar)
         bar.close()
 
-        parts = [dict(np.load(p)) for p in part_paths]
-        lengths = np.concatenate([p.pop("episode_lengths") for p in parts])
+        parts = []
+        for index in range(total):
+            with np.load(_episode_path(kept_dir, index)) as f:
+                parts.append({k: f[k] for k in f.files})
+        lengths = [len(p["terminals"]) for p in parts]
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        num_train_rows = int(lengths[:episodes].sum())
+        del parts
+        num_train_rows = int(sum(lengths[:episodes]))
         tmp_train = os.path.join(work_dir, "train.npz")
         tmp_val = os.path.join(work_dir, "val.npz")
         _save_compressed(tmp_train, {k: v[:num_train_rows] for k, v in merged.items()})
@@ -382,6 +483,7 @@ def generate_dataset(
             os.remove(train_path)
         os.replace(tmp_val, val_path)
         os.replace(tmp_train, train_path)
+        _release_episodes_dir(kept_dir, kept_lock, remove=True)  # its episodes are in the files now
     except OSError as error:
         if error.errno not in _DISK_FULL_ERRNOS or isinstance(error, DatasetWriteError):
             raise
@@ -390,6 +492,7 @@ def generate_dataset(
         bar.close()
         shutil.rmtree(work_dir, ignore_errors=True)
         lock.close()
+        kept_lock.close()
     elapsed = time.time() - bar.start
     print(
         f"Wrote {train_path} ({num_train_rows} rows) and {val_path} ({len(merged['terminals']) - num_train_rows} "
@@ -399,48 +502,68 @@ def generate_dataset(
     return train_path, val_path
 
 
-def _run_workers(dataset_name, seed, ranges, max_episode_steps, part_paths, bar) -> None:
-    # 'spawn': the caller may have JAX (threads) loaded, which does not survive fork.
+def _run_workers(dataset_name, seed, blocks, max_episode_steps, directory, bar) -> None:
+    # 'spawn': the caller may have JAX (threads) loaded, which does not survive fork. One pipe per worker, not a
+    # Queue: a Queue's semaphores outlive a parent ended at once (main.py's Ctrl-C), and Python then warns of them.
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_worker,
-            args=(dataset_name, seed, first, stop, max_episode_steps, part_paths[i], queue, i, os.getpid()),
-            daemon=True,
+    receivers, senders, procs = {}, [], []
+    for i, indices in enumerate(blocks):
+        receiver, sender = ctx.Pipe(duplex=False)
+        procs.append(
+            ctx.Process(
+                target=_worker,
+                args=(dataset_name, seed, indices, max_episode_steps, directory, sender, i, os.getpid()),
+                daemon=True,
+            )
         )
-        for i, (first, stop) in enumerate(ranges)
-    ]
+        receivers[receiver] = procs[-1]
+        senders.append(sender)
     for p in procs:
         p.start()
+    for sender in senders:  # the workers hold theirs: a worker's end is the end of its pipe
+        sender.close()
     try:
-        finished = 0
-        while finished < len(procs):
-            try:
-                kind, payload = queue.get(timeout=1.0)
-            except queue_lib.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"A generation worker died with exit code {dead[0].exitcode}.") from None
-                continue
-            if kind == "steps":
-                bar.update(payload)
-            elif kind == "done":
-                finished += 1
-            elif kind == "disk full":
-                raise OSError(errno.ENOSPC, payload)
-            else:
-                raise RuntimeError(f"A generation worker failed:\n{payload}")
+        while receivers:
+            for conn in multiprocessing.connection.wait(list(receivers), timeout=1.0):
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:  # ended without a word: killed
+                    proc = receivers.pop(conn)
+                    proc.join(timeout=5.0)
+                    raise RuntimeError(f"A generation worker died with exit code {proc.exitcode}.") from None
+                if kind == "steps":
+                    bar.update(payload)
+                elif kind == "done":
+                    receivers.pop(conn)
+                    conn.close()
+                elif kind == "disk full":
+                    raise OSError(errno.ENOSPC, payload)
+                else:
+                    raise RuntimeError(f"A generation worker failed:\n{payload}")
         for p in procs:
             p.join()
     finally:
+        for conn in receivers:
+            conn.close()
         for p in procs:
             if p.is_alive():
                 p.terminate()
                 p.join()
 
 
+def stopped_message(name: str, dataset_dir: str, seed: int, max_episode_steps: int) -> str:
+    """The line a generation stopped by Ctrl-C ends with: what is kept and what to do."""
+    dataset_name = parse_name(name).dataset_name
+    kept_dir = episodes_dir(os.path.expanduser(dataset_dir), dataset_name, seed, max_episode_steps)
+    kept = len(finished_episodes(kept_dir, sys.maxsize)) if os.path.isdir(kept_dir) else 0
+    return (
+        f"stopped (Ctrl-C) before {dataset_name} was complete; the files already there are unchanged and its {kept} "
+        f"finished episodes are kept in {kept_dir}: rerun the same command to go on"
+    )
+
+
 def main(argv=None) -> None:
+    quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help="e.g. cube-single-play-v0")
     parser.add_argument("--episodes", type=int, default=None, help="training episodes (default: OGBench's)")
@@ -471,7 +594,8 @@ def main(argv=None) -> None:
     except DatasetWriteError as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:  # its work directory is removed; files already there are unchanged
-        sys.exit(f"error: stopped (Ctrl-C) before {args.dataset} was complete; the files already there are unchanged")
+        print(stopped_message(args.dataset, args.dir, args.seed, args.max_episode_steps), file=sys.stderr, flush=True)
+        sys.exit(130)  # the shell's status of a Ctrl-C, as main.py's
     except OSError as error:
         if error.errno in (errno.EEXIST, errno.ENOTDIR):  # --dir, or a directory above it, is a file
             what = f"{error.strerror}: {error.filename}"

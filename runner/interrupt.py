@@ -34,11 +34,29 @@ class StopRequested(Exception):
     """Raised at a safe point after a stop signal."""
 
 
+_KEPT = ["the checkpoints are as they were"]  # what a stop at once leaves, innermost `keeping` last
+
+
+def at_once_message(signum: int) -> str:
+    """The line a stop at once prints: what is kept (the checkpoints, or what `keeping` says) and what to do."""
+    return f"\nstopped ({STOP_SIGNALS[signum]}); {_KEPT[-1]}: rerun the same command to go on\n"
+
+
+@contextlib.contextmanager
+def keeping(what: str):
+    """Within the block, a stop at once says `what` is kept (e.g. while generating the dataset, before any
+    checkpoint exists: "the episodes generated so far are kept") instead of the checkpoints."""
+    _KEPT.append(what)
+    try:
+        yield
+    finally:
+        _KEPT.pop()
+
+
 def _exit_at_once(signum, frame) -> None:
     with contextlib.suppress(Exception):  # the main thread may have been writing to stdout: never mind
         sys.stdout.flush()
-    message = f"\nstopped ({STOP_SIGNALS[signum]}); the checkpoints are as they were: rerun the same command to go on\n"
-    os.write(sys.stderr.fileno(), message.encode())
+    os.write(sys.stderr.fileno(), at_once_message(signum).encode())
     os._exit(exit_status(signum))
 
 

@@ -58,16 +58,24 @@ def weight_label(weight: float, best_of_n: int = 1, zero: str | None = None) -> 
     return zero or zero_weight_label("qgf", "none", best_of_n)
 
 
+def best_weight(rows: list[dict]) -> float | None:
+    """The positive guidance weight of highest success, the smaller on a tie (scripts.table.choose_weight's rule);
+    None when nothing distinguishes the positive weights (fewer than two, or every one at the same success, e.g.
+    all at 0 %). w = 0 is BC's row, which a guided method's best never reports."""
+    success = {r["guidance_weight"]: r["success"] for r in rows if r["guidance_weight"] > 0}
+    if len(set(success.values())) < 2:
+        return None
+    return max(sorted(success), key=lambda w: success[w])
+
+
 def format_table(rows: list[dict], best_of_n: int = 1, zero: str | None = None) -> str:
     lines = [
         "| guidance weight | success | ± s.e. | return | ± s.e. | length | episodes |",
         "|---|---|---|---|---|---|---|",
     ]
-    # 'best' among positive weights only: w = 0 is BC's row, which a guided method's best never reports.
-    guided = [r for r in rows if r["guidance_weight"] > 0]
-    best = max(guided, key=lambda r: r["success"]) if len(rows) > 1 and guided else None
+    best = best_weight(rows)
     for r in rows:
-        mark = " ◀ best" if r is best else ""
+        mark = " ◀ best" if r["guidance_weight"] == best else ""
         lines.append(
             f"| {weight_label(r['guidance_weight'], best_of_n, zero)} | {r['success']:.3f}{mark} | "
             f"{r['success_stderr']:.3f} | {r['return']:.1f} | {r.get('return_stderr', float('nan')):.1f} | "
@@ -121,6 +129,29 @@ def format_data(data: dict) -> str:
     return f"Training data: {data['kind']}, `{data['path']}` ({counted})."
 
 
+def success_figure(rows: list[dict], method: str, env_name: str, best_of_n: int = 1, zero: str | None = None):
+    """success_vs_weight.png's figure: success per weight (headline rows), its error bars labelled as standard
+    errors, titled by the method (`QGF on <env>`)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    positions = range(len(rows))
+    ax.errorbar(
+        positions,
+        [r["success"] for r in rows],
+        yerr=[r["success_stderr"] for r in rows],
+        marker="o",
+        capsize=3,
+        label="success ± standard error",
+    )
+    ax.set_xticks(list(positions), [weight_label(r["guidance_weight"], best_of_n, zero) for r in rows])
+    ax.set_xlabel("guidance weight w")
+    ax.set_ylabel(f"success ({rows[0]['episodes']} episodes)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{method} on {env_name}", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def write_report(
     run_dir: str,
     all_rows: list[dict],
@@ -164,17 +195,7 @@ def write_report(
         f.write(text)
     os.replace(tmp, os.path.join(run_dir, "report.md"))
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    positions = range(len(rows))
-    ax.errorbar(
-        positions, [r["success"] for r in rows], yerr=[r["success_stderr"] for r in rows], marker="o", capsize=3
-    )
-    ax.set_xticks(list(positions), [weight_label(r["guidance_weight"], best_of_n, zero) for r in rows])
-    ax.set_xlabel("guidance weight w")
-    ax.set_ylabel(f"success ({rows[0]['episodes']} episodes)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{method} on {env_name}", fontsize=9)
-    fig.tight_layout()
+    fig = success_figure(rows, method, env_name, best_of_n, zero)
     fig.savefig(os.path.join(run_dir, "success_vs_weight.png"), dpi=120)
     plt.close(fig)
     return table

@@ -10,6 +10,7 @@ import configs
 import envs
 from envs.datasets import dataset_paths
 from envs.download import DownloadError, download, slice_names
+from runner.interrupt import keeping
 from runner.slice_rotation import SliceRotation
 
 # Where missing dataset files come from (--data); files present are always used as they are.
@@ -47,6 +48,27 @@ def placeholder_dataset(env_name: str, config) -> dict:
     if envs.parse_name(env_name).singletask:
         dataset.update(rewards=np.zeros(n, np.float32), masks=np.ones(n, np.float32))
     return dataset
+
+
+def data_to_obtain(env_name: str, run, data: str) -> str:
+    """What the run must first fetch before training, for its plan line ("" when its files are there): the
+    download (whose time depends on the connection) or the generation, with the time this project's 2-core
+    figures give (envs.generate measures it here once its first episodes are done)."""
+    dataset_dir = os.path.expanduser(run.dataset_dir or envs.default_dataset_dir())
+    if run.dataset_path:
+        names, directory = _official_names(run.dataset_path)
+        if names is None or data in ("local", "generate") or os.path.exists(run.dataset_path):
+            return ""
+        return f"download {len(names)} file(s) of OGBench's into {directory} (its time depends on the connection)"
+    if all(os.path.exists(p) for p in dataset_paths(env_name, dataset_dir)) or data == "local":
+        return ""
+    name = envs.parse_name(env_name).dataset_name
+    minutes = envs.expected_minutes(name, run.dataset_episodes or None, None, run.dataset_episode_steps)
+    generate = f"generate {name} here (about {minutes:.0f} min by this project's 2-core CPU figures)"
+    if data == "generate":
+        return generate
+    download_it = f"download {name} from OGBench (its time depends on the connection)"
+    return download_it if data == "download" else f"{download_it}, or offline {generate}"
 
 
 def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progress: bool) -> None:
@@ -88,7 +110,8 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
         return
     if data in ("auto", "download"):
         try:
-            download(names, directory)
+            with keeping("the files downloaded completely are kept"):
+                download(names, directory)
             return
         except DownloadError as error:
             if path is None and any(os.path.exists(p) for p in pair):  # e.g. the training file arrived, not -val
@@ -112,14 +135,15 @@ def obtain_missing_files(env_name: str, run, dataset_dir: str, data: str, progre
     elif any(os.path.exists(p) for p in pair):
         missing = next(os.path.basename(p) for p in pair if not os.path.exists(p))
         raise _half_pair_error(pair, f"--data=generate cannot write {missing} alone")
-    envs.generate_dataset(
-        env_name,
-        dataset_dir,
-        episodes=run.dataset_episodes or None,
-        seed=0,
-        max_episode_steps=run.dataset_episode_steps,
-        progress=progress,
-    )
+    with keeping("the episodes generated so far are kept (and the checkpoints, if any, as they were)"):
+        envs.generate_dataset(
+            env_name,
+            dataset_dir,
+            episodes=run.dataset_episodes or None,
+            seed=0,
+            max_episode_steps=run.dataset_episode_steps,
+            progress=progress,
+        )
 
 
 def _half_pair_error(pair: tuple, why: str) -> envs.DatasetMissingError:

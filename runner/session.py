@@ -18,6 +18,7 @@ from agents.training import over_seeds
 from runner.checkpoints import saved_steps
 from runner.config import EVALUATION_FILE, RunPlan, evaluation_settings
 from runner.devices import Placement, placement
+from runner.estimate import run_plan_line
 from runner.evaluation import make_sweep_evaluator
 from runner.report import format_data, write_report
 from runner.run_data import (
@@ -99,7 +100,8 @@ class Session:
                 episode_log.write({**tag, **episode})
             for row in rows:
                 log.write({**tag, **row})
-                writer.add_scalar(f"eval/success_w{row['guidance_weight']:g}_task_{row['task']}", row["success"], step)
+                for name in ("success", "return"):
+                    writer.add_scalar(f"eval/{name}_w{row['guidance_weight']:g}_task_{row['task']}", row[name], step)
             videos = write_videos(out_dir, step, recordings) if recordings else None
             table = write_report(
                 out_dir,
@@ -205,6 +207,8 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
         f"on {where.description}{mapped}; run dir(s) {', '.join(plan.out_dirs)}",
         flush=True,
     )
+    if not plan.eval_only:
+        print(run_plan_line(plan), flush=True)  # before the data, which may take long to obtain
 
     eval_videos = plan.eval_videos
     chosen_gl = os.environ.get("MUJOCO_GL", "").strip()  # the user's choice, which is theirs to fix when it fails
@@ -256,7 +260,8 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
         raise
     if step:
         states = where.put_seeds(restored)
-        print(f"Resumed from the checkpoint at step {step}.", flush=True)
+        what = "Evaluating" if plan.eval_only else "Resumed from"
+        print(f"{what} the checkpoint at step {step}.", flush=True)
     elif plan.eval_only:
         runs.close()
         raise configs.ConfigError(f"{plan.train_dirs[0]} has no checkpoint to evaluate; train it first")

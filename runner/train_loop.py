@@ -9,6 +9,7 @@ evaluation abandoned that way runs first when the run resumes.
 """
 
 import os
+import sys
 import time
 
 import jax
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from agents.training import check_finite, make_train_chunk, over_seeds
 from runner.config import RunPlan
+from runner.estimate import Estimate
 from runner.interrupt import StopRequested, deferred_stop, exit_status
 from runner.session import open_session
 
@@ -90,13 +92,22 @@ def train(plan: RunPlan) -> list[str]:
     step = session.step
     last_log = (time.perf_counter(), step)  # for steps/s between two logs
     bar = tqdm(total=run.train_steps, initial=step, disable=not plan.progress, unit="step", dynamic_ncols=True)
+    estimate = Estimate(run.train_steps, run.eval_every, on_cpu=jax.default_backend() == "cpu")
+    postfix = {}  # the progress bar's: losses, and the time left of the whole run
+
+    def say(lines: list[str]) -> None:
+        for line in lines:
+            bar.write(line)
+        sys.stdout.flush()
 
     def evaluation_due(step: int) -> bool:
         return step % run.eval_every == 0 or step == run.train_steps
 
     def evaluate(step: int) -> None:  # once the step's checkpoint is saved
         try:
-            seconds["eval"] += session.evaluate(step)
+            took = session.evaluate(step)
+            seconds["eval"] += took
+            say(estimate.evaluation(step, took))
         except StopRequested:  # abandoned; it runs first when the run resumes
             raise RunStopped(step, stop.signum) from None
         except Exception as error:
@@ -133,11 +144,15 @@ def train(plan: RunPlan) -> list[str]:
                     for row, log, writer in zip(rows, session.runs.train_logs, session.runs.writers, strict=True):
                         log.write(row)
                         for k, v in row.items():
-                            if k not in ("step", "steps_per_s"):
+                            if k != "step":
                                 writer.add_scalar(k, v, step)
-                    bar.set_postfix(bc=f"{row['train/policy/bc_loss']:.3f}", q=f"{row['train/critic/q_mean']:.1f}")
+                    postfix.update(bc=f"{row['train/policy/bc_loss']:.3f}", q=f"{row['train/critic/q_mean']:.1f}")
                 jax.block_until_ready(session.states)
-                seconds["train"] += time.perf_counter() - start
+                chunk_seconds = time.perf_counter() - start
+                seconds["train"] += chunk_seconds
+                say(estimate.chunk(step, run.steps_per_call, chunk_seconds))  # from this timing: no sync added
+                postfix["run_left"] = estimate.postfix(step)
+                bar.set_postfix(postfix, refresh=False)
                 bar.update(run.steps_per_call)
                 if stop.requested or evaluation_due(step) or step % run.save_every == 0:
                     session.runs.save(step, session.states)

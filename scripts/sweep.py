@@ -80,6 +80,13 @@ PAPER_METHODS = (
 # preset, datasets generated here (the study's own size, never OGBench's file), run dirs under runs/study.
 STUDY_METHODS = ("bc", "bfn4", "bfn16", "qfql", "jacobian", "qgf", "fql")
 STUDY_ROOT = "runs/study"
+
+
+def study_root(preset: str) -> str:
+    """Where a study preset's run dirs go by default: runs/study for part 1, runs/<preset> for the others."""
+    return STUDY_ROOT if preset == "study" else f"runs/{preset}"
+
+
 BEST_OF_N = re.compile(r"^bfn(?P<n>[1-9]\d*)$")  # bfn<N>: best-of-N of BC samples, any N.
 
 
@@ -279,7 +286,7 @@ def plan(args) -> list:
                     train.append(f"--train_steps={args.train_steps}")
                 if args.eval_episodes is not None:
                     train.append(f"--eval_episodes={args.eval_episodes}")
-                if args.preset == "study":
+                if args.preset in configs.STUDY_PRESETS:
                     train.append("--data=generate")  # The study's dataset size, never OGBench's file.
                 steps = [Step(tuple(train), run, "")]
                 trained = configs.get_config(agent, preset)
@@ -399,7 +406,8 @@ def parse_args(argv=None):
         "--preset",
         default=None,
         help="configs preset; default: the task's family preset. `study`: docs/study.md's protocol (family preset + "
-        "configs' study preset, the study's methods, generated datasets, runs/study)",
+        "configs' study preset, the study's methods, generated datasets, runs/study); `study-1000ep`: its part 2, the "
+        "same on 1000 generated episodes (runs/study-1000ep)",
     )
     parser.add_argument("--train_steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--eval_episodes", type=int, default=None, help="default: the preset's")
@@ -418,11 +426,13 @@ def parse_args(argv=None):
         help="check every training command with main.py --dry_run, print the commands still to run, launch nothing",
     )
     args = parser.parse_args(argv)
-    study = args.preset == "study"
+    import configs
+
+    study = args.preset in configs.STUDY_PRESETS
     if args.methods is None:
         args.methods = list(STUDY_METHODS if study else METHODS)
     if args.root is None:
-        args.root = STUDY_ROOT if study else "runs/sweep"
+        args.root = study_root(args.preset) if study else "runs/sweep"
     return args
 
 

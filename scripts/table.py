@@ -339,7 +339,7 @@ def plot(path: str, name: str, cells: dict) -> None:
         values = [averages[f].get(method, (np.nan, 0.0)) for f in families]
         ax.bar(xs, [v[0] for v in values], width, yerr=[v[1] for v in values], capsize=2, label=method_label(method))
     ax.set_xticks(range(len(families)), families)
-    ax.set_ylabel("success (%)")
+    ax.set_ylabel("success (%), ± standard error")
     ax.set_ylim(0, 100)
     ax.set_title(name, fontsize=9)
     ax.legend(fontsize=7, ncol=min(len(methods), 4))

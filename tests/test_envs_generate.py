@@ -148,10 +148,62 @@ def test_failure_before_rename_leaves_no_file(tmp_path, monkeypatch):
         gen.generate_dataset(
             "cube-single-play-v0", str(tmp_path), episodes=1, max_episode_steps=5, workers=1, progress=False
         )
-    assert os.listdir(tmp_path) == []  # neither file, nor the partial work directory
+    # Neither file, nor the partial work directory; the finished episode is kept for the rerun.
+    assert os.listdir(tmp_path) == [os.path.basename(gen.episodes_dir(str(tmp_path), "cube-single-play-v0", 0, 5))]
 
 
-def test_killed_generation_leaves_no_final_file(tmp_path):
+def test_an_interrupted_generation_resumes_to_the_same_files(tmp_path, monkeypatch, capsys):
+    kw = dict(episodes=3, seed=2, workers=1, max_episode_steps=12, progress=False)
+    name = "cube-single-noisy-v0"
+    gen.generate_dataset(name, str(tmp_path / "whole"), **kw)
+    whole = {f: open(tmp_path / "whole" / f, "rb").read() for f in sorted(os.listdir(tmp_path / "whole"))}
+    assert sorted(whole) == [f"{name}-val.npz", f"{name}.npz"]  # and no directory of kept episodes
+
+    real_save, real_episode = gen._save_episode, gen._Collector.episode
+
+    def stop_at_the_third(directory, index, episode):
+        if index == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the third episode is in flight
+        real_save(directory, index, episode)
+
+    monkeypatch.setattr(gen, "_save_episode", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate_dataset(name, str(tmp_path / "cut"), **kw)
+    kept = gen.episodes_dir(str(tmp_path / "cut"), name, 2, 12)
+    assert gen.finished_episodes(kept, 4) == [0, 1] and not any(
+        f.endswith(".npz") for f in os.listdir(tmp_path / "cut")
+    )
+    assert "its 2 finished episodes are kept in" in gen.stopped_message(name, str(tmp_path / "cut"), 2, 12)
+
+    collected = []
+    monkeypatch.setattr(gen, "_save_episode", real_save)
+    monkeypatch.setattr(gen._Collector, "episode", lambda self, s, i: collected.append(i) or real_episode(self, s, i))
+    capsys.readouterr()
+    gen.generate_dataset(name, str(tmp_path / "cut"), **kw)
+    assert collected == [2, 3]  # only the episodes that were not finished
+    assert "; 2 finished episodes kept from an interrupted generation" in capsys.readouterr().out
+    assert {f: open(tmp_path / "cut" / f, "rb").read() for f in sorted(os.listdir(tmp_path / "cut"))} == whole
+
+
+def test_the_measured_pace_after_the_first_episodes():
+    assert gen.measured_line(2, 60.0, 218, 2) == (
+        "Measured here: 2.0 episodes/min with 2 worker(s); about 109 min left for the other 218 episodes."
+    )
+    assert gen.measured_line(2, 6.0, 3, 2).endswith("about 9 s left for the other 3 episodes.")
+    now = [0.0]
+    bar = gen._Progress(10, 4, 2, False, "x", clock=lambda: now[0])
+    printed = []
+    bar.bar.write = printed.append
+    now[0] = 30.0
+    bar.update(12)
+    assert printed == []  # one worker's first episode only
+    bar.update(12)
+    assert printed == [gen.measured_line(2, 30.0, 4, 2)]
+    bar.update(12)
+    assert len(printed) == 1
+
+
+def test_a_stopped_generation_leaves_no_final_file_and_keeps_its_finished_episodes(tmp_path):
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -159,18 +211,31 @@ def test_killed_generation_leaves_no_final_file(tmp_path):
             "envs.generate",
             "--dataset=cube-single-play-v0",
             "--episodes=50",
+            "--max_episode_steps=100",
             f"--dir={tmp_path}",
-            "--workers=1",
+            "--workers=2",
             "--no_progress",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
+        env={key: value for key, value in os.environ.items() if key != "DISPLAY"},
     )
     assert proc.stdout.readline().startswith("Generating")
-    time.sleep(3.0)  # collecting episodes now
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kept = gen.episodes_dir(str(tmp_path), "cube-single-play-v0", 0, 100)
+    deadline = time.time() + 60
+    while not (os.path.isdir(kept) and gen.finished_episodes(kept, 55)) and time.time() < deadline:
+        time.sleep(0.2)  # until the workers have finished an episode
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
     names = os.listdir(tmp_path)
     assert not any(n.endswith(".npz") for n in names), names
+    # As main.py: the shell's status of a Ctrl-C, one line saying what is kept, and none of the start-up noise.
+    assert proc.returncode == 130, err
+    kept_now = len(gen.finished_episodes(kept, 55))
+    assert kept_now > 0 and err.strip().splitlines()[-1] == gen.stopped_message(
+        "cube-single-play-v0", str(tmp_path), 0, 100
+    )
+    assert f"its {kept_now} finished episodes are kept" in err
+    assert "DISPLAY" not in err and "float32" not in err and "Traceback" not in err, err

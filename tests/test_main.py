@@ -45,6 +45,27 @@ def test_a_tiny_run_leaves_every_artifact(finished_run):
         assert float(row["return_stderr"]) == pytest.approx(np.std(returns, ddof=1) / np.sqrt(2))
         assert all(int(e["step"]) == 4 and int(e["length"]) > 0 for e in mine)
     assert sorted(os.listdir(os.path.join(finished_run, "checkpoints")))[-1] == "4"
+    # TensorBoard has what README lists: losses, steps/s, and success and return per weight.
+    tags = tensorboard_tags(finished_run)
+    assert {"train/policy/bc_loss", "steps_per_s", "eval/success_w0.1_task_all", "eval/return_w0.1_task_all"} <= tags
+
+
+def tensorboard_tags(run_dir: str) -> set:
+    """The scalar tags of a run dir's TensorBoard event files (TFRecords of tensorboardX's Event protos)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags = set()
+    for name in (n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents")):
+        data = open(os.path.join(run_dir, name), "rb").read()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])
+            tags.update(value.tag for value in event.summary.value)
+            offset += 12 + length + 4
+    return tags
 
 
 def test_eval_only_reproduces_the_eval_row(finished_run, tmp_path):
@@ -56,6 +77,7 @@ def test_eval_only_reproduces_the_eval_row(finished_run, tmp_path):
     # finds its own folder again.
     other = run_main("--eval_only", f"--restore={finished_run}", "--progress=false", "--guidance_weights=0.3")
     variants = [d for d in os.listdir(os.path.join(finished_run, "eval")) if d.startswith("qgf-bo1-reset0-v")]
+    assert "Evaluating the checkpoint at step 4." in other.stdout and "Resumed" not in other.stdout
     assert len(variants) == 1 and f"this one goes to {os.path.join(finished_run, 'eval', variants[0])}" in other.stdout
     assert read_csv(os.path.join(finished_run, "eval", "qgf-bo1-reset0", "eval.csv")) == original
     moved = read_csv(os.path.join(finished_run, "eval", variants[0], "eval.csv"))
@@ -73,15 +95,21 @@ def test_eval_only_reproduces_the_eval_row(finished_run, tmp_path):
 
 def test_goal_conditioned_run_writes_per_task_results(tiny_dataset_dir, tmp_path):
     run_dir = str(tmp_path / "gc")
-    flags = [f for f in TINY_RUN_FLAGS if not f.startswith("--eval_episodes")]
-    run_main(
+    flags = [f for f in TINY_RUN_FLAGS if not f.startswith(("--eval_episodes", "--train_steps", "--eval_every"))]
+    process = run_main(
         "--agent=gcqgf",
         "--env=cube-single-play-v0",
         f"--dataset_dir={tiny_dataset_dir}",
         f"--run_dir={run_dir}",
         *flags,
         "--eval_episodes=1",
+        "--train_steps=6",  # three chunks: the second, compiled already, gives the estimate
+        "--eval_every=6",
     )
+    # What the run will do, before it starts; the time of its updates once measured (the data is there already).
+    assert "This run: 6 updates (2 per compiled call; their time is measured here" in process.stdout
+    assert "and 1 evaluation(s) of 2 weight(s) × 1 episodes" in process.stdout
+    assert "Estimate, measured here: " in process.stdout and "so the 2 updates left take about " in process.stdout
     rows = read_csv(os.path.join(run_dir, "eval.csv"))
     assert [(float(r["guidance_weight"]), r["task"]) for r in rows] == [
         (w, t) for w in (0.0, 0.1) for t in ("1", "2", "3", "4", "5", "all")

@@ -168,6 +168,43 @@ def test_report_marks_the_best_positive_weight_not_bc():
     assert "◀ best" in lines[3] and "◀ best" not in lines[2] and lines[2].startswith("| 0 (BC) |")
 
 
+def test_report_marks_no_best_when_nothing_distinguishes_the_weights():
+    from runner.report import best_weight, format_table
+    from scripts import table
+
+    def rows(*pairs):
+        return [
+            {"guidance_weight": w, "success": s, "success_stderr": 0.0, "return": 0.0, "length": 1, "episodes": 2}
+            for w, s in pairs
+        ]
+
+    assert "◀ best" not in format_table(rows((0.0, 0.0), (0.03, 0.0), (0.1, 0.0)))  # every weight at 0 %
+    assert "◀ best" not in format_table(rows((0.0, 0.5), (0.03, 0.2), (0.1, 0.2)))  # the positive weights tie
+    # A tie for the highest success goes to the smaller weight, as scripts.table.choose_weight chooses.
+    tied = rows((0.0, 0.1), (0.1, 0.4), (0.03, 0.4), (0.01, 0.2))
+    assert best_weight(tied) == 0.03
+    success = {r["guidance_weight"]: r["success"] for r in tied}
+    per_seed = {0: {"reported": success, "heldout": success}}
+    assert table.choose_weight("qgf", per_seed) == 0.03
+    assert [line for line in format_table(tied).splitlines() if "◀ best" in line][0].startswith("| 0.03 |")
+
+
+def test_the_success_plot_labels_its_error_bars_as_standard_errors():
+    import matplotlib.pyplot as plt
+
+    from runner.report import success_figure
+
+    rows = [
+        {"guidance_weight": w, "success": s, "success_stderr": 0.1, "return": 0.0, "length": 1, "episodes": 20}
+        for w, s in ((0.0, 0.1), (0.1, 0.5))
+    ]
+    fig = success_figure(rows, "QGF", "cube-double-play-singletask-task2-v0")
+    ax = fig.axes[0]
+    assert ax.get_title() == "QGF on cube-double-play-singletask-task2-v0"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["success ± standard error"]
+    plt.close(fig)
+
+
 def test_gradstep_evaluations_with_other_step_sizes_keep_their_own_folders():
     from runner.run_dir import EVAL_TAG, eval_tag
 

@@ -47,6 +47,19 @@ def test_sweep_study_plans_the_cell_of_one_task_and_seed():
     assert other.root == "runs/sweep" and other.methods == list(sweep.METHODS)
 
 
+def test_part_two_is_part_one_on_a_thousand_generated_episodes():
+    one, two = (configs.get_run_config(f"cube-double+{p}", "qgf") for p in ("study", "study-1000ep"))
+    assert (two.dataset_episodes, two.dataset_size) == (1000, "standard")
+    assert two.dataset_dir.endswith("qgf-study-1000ep") and one.dataset_dir.endswith("qgf-study-200ep")
+    differing = {key for key in one if one[key] != two[key]}
+    assert differing == {"dataset_episodes", "dataset_dir"}
+    assert configs.get_config("qgf", "cube-double+study-1000ep") == configs.get_config("qgf", "cube-double+study")
+    args = sweep.parse_args(["--preset=study-1000ep", "--tasks=cube-double-play-singletask-task2-v0", "--seeds=0"])
+    assert args.methods == list(sweep.STUDY_METHODS) and args.root == "runs/study-1000ep"
+    for job in sweep.plan(args):
+        assert "--preset=cube-double+study-1000ep" in job[0].argv and "--data=generate" in job[0].argv
+
+
 def test_a_job_skips_done_steps_and_records_wall_times(tmp_path):
     run = str(tmp_path / "run")
     os.makedirs(run)

@@ -137,9 +137,16 @@ def check_agent_arguments(agent_name: str, argv: list[str]) -> None:
             f"choose one of {sorted(configs.AGENT_CONFIGS)}"
         )
     fields = configs.get_config(agent_name)
+    given = set()
     for arg in argv[1:]:
         if arg.startswith(("--agent.", "--noagent.")):
             field = arg.split("agent.", 1)[1].split("=", 1)[0]
+            # absl joins the values of a tuple field given twice: (16,16) then (0,) would be (16, 16, 0).
+            if field in given and isinstance(fields.get(field), tuple):
+                raise configs.ConfigError(
+                    f"--agent.{field} is given twice; give it once, e.g. --agent.{field}=(256,256)"
+                )
+            given.add(field)
             if field.split(".")[0] not in fields:
                 raise configs.ConfigError(
                     f"unknown --agent.{field}{configs.closest(field, fields)}; agent '{agent_name}' has the "

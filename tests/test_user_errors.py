@@ -232,6 +232,10 @@ def test_a_field_of_a_field_that_has_none_is_named():
 
     with pytest.raises(configs.ConfigError, match="^--agent.actor_hidden_dims.x: --agent.actor_hidden_dims has no"):
         check_agent_arguments("qgf", ["main.py", "--agent.actor_hidden_dims.x=3"])
+    # absl would join the two: (16, 16, 0), a network of three layers no one asked for.
+    with pytest.raises(configs.ConfigError, match=r"^--agent.actor_hidden_dims is given twice; give it once"):
+        check_agent_arguments("qgf", ["main.py", "--agent.actor_hidden_dims=(16,16)", "--agent.actor_hidden_dims=(0,)"])
+    check_agent_arguments("qgf", ["main.py", "--agent.lr=0.1", "--agent.lr=0.2"])  # a number: the last one counts
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,12 @@ def dataset_paths(env_name: str, dataset_dir: str | None = None) -> tuple:
 
 def _check_exists(paths, env_name, dataset_dir) -> None:
     missing = [p for p in paths if not os.path.exists(p)]
+    standard = {f"{parse_name(env_name).dataset_name}{s}.npz" for s in ("", "-val")}
+    if missing and not {os.path.basename(p) for p in paths} <= standard:  # a --dataset_path of the user's own name
+        raise DatasetMissingError(
+            f"{', '.join(missing)} not found; put it there (a --dataset_path file needs its -val.npz beside it), "
+            "or name another --dataset_path"
+        )
     if missing:
         raise DatasetMissingError(
             f"dataset for {env_name} not found: {', '.join(missing)}; generate it (no download is attempted) with "

@@ -188,6 +188,16 @@ def test_a_damaged_slice_or_own_file_is_not_promised_a_regeneration(tiny_dataset
     ), str(error.value)
 
 
+def test_a_missing_file_of_the_users_own_name_is_not_promised_a_generation(tmp_path):
+    (tmp_path / "my-data.npz").write_bytes(b"")
+    with pytest.raises(envs.DatasetMissingError) as error:
+        envs.make_env_and_datasets(TINY_TASK, dataset_path=str(tmp_path / "my-data.npz"))
+    assert str(error.value) == (
+        f"{tmp_path / 'my-data-val.npz'} not found; put it there (a --dataset_path file needs its -val.npz beside "
+        "it), or name another --dataset_path"
+    )
+
+
 def test_main_names_a_horizon_longer_than_the_episodes(tiny_dataset_dir, tmp_path):
     process = run_main(
         f"--env={TINY_TASK}",

@@ -344,11 +344,13 @@ def _remove_if_abandoned(work_dir: str) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _disk_full_error(dataset_name: str, dataset_dir: str, detail: str) -> DatasetWriteError:
+def _disk_full_error(dataset_name: str, dataset_dir: str, detail: str, kept_dir: str, total: int) -> DatasetWriteError:
+    kept = len(finished_episodes(kept_dir, total)) if os.path.isdir(kept_dir) else 0
     return DatasetWriteError(
         errno.ENOSPC,
         f"no space left on the disk to write the {dataset_name} dataset into {dataset_dir} ({detail}); the files "
-        "already there are unchanged: free some space (or write it into another directory) and run again",
+        f"already there are unchanged and {kept} finished episodes are kept in {kept_dir}: free some space and run "
+        "again (or write it into another directory)",
     )
 
 
@@ -487,7 +489,7 @@ def generate_dataset(
     except OSError as error:
         if error.errno not in _DISK_FULL_ERRNOS or isinstance(error, DatasetWriteError):
             raise
-        raise _disk_full_error(dataset_name, dataset_dir, error.strerror or str(error)) from error
+        raise _disk_full_error(dataset_name, dataset_dir, error.strerror or str(error), kept_dir, total) from error
     finally:
         bar.close()
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -406,10 +406,14 @@ def test_a_full_disk_during_generation_keeps_the_old_dataset(tmp_path, monkeypat
     message = str(error.value)
     assert error.value.errno == errno.ENOSPC and "\n" not in message, message
     assert f"no space left on the disk to write the {DATASET} dataset into {tmp_path}" in message, message
-    assert "files already there are unchanged" in message, message
-    print(message)
-    assert sorted(os.listdir(tmp_path)) == sorted(FILES)  # no work directory left
+    kept = gen.episodes_dir(str(tmp_path), DATASET, 0, 30)
+    assert f"files already there are unchanged and 3 finished episodes are kept in {kept}" in message, message
+    # No work directory left; the finished episodes stay for the rerun, which writes the files from them.
+    assert sorted(os.listdir(tmp_path)) == sorted([*FILES, os.path.basename(kept)])
     assert file_bytes(tmp_path) == before
+    monkeypatch.undo()  # Space freed: the rerun writes the files from the kept episodes and removes them.
+    generate(tmp_path, seed=0)
+    assert sorted(os.listdir(tmp_path)) == sorted(FILES) and file_bytes(tmp_path) != before
 
 
 @pytest.mark.parametrize(

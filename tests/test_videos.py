@@ -211,7 +211,10 @@ def test_eval_only_writes_videos_linked_from_the_report_and_logs_to_wandb(finish
         run["group"].startswith(f"{TINY_TASK}/qgf/") and run["id"] == open(os.path.join(out, "wandb_id")).read().strip()
     )
     ((step, logged),) = run["rows"]  # one log call per step
-    assert step == 4 and logged == {"eval/success_w0.1_task_all": float(row["success"])}
+    assert step == 4 and logged == {
+        "eval/success_w0.1_task_all": float(row["success"]),
+        "eval/return_w0.1_task_all": float(row["return"]),
+    }
 
 
 def test_bad_video_counts_and_missing_wandb_fail_before_any_data(monkeypatch):

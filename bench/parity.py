@@ -40,6 +40,7 @@ import agents  # noqa: E402
 import configs  # noqa: E402
 from agents import fql as our_fql  # noqa: E402
 from agents.losses import flow_interpolation  # noqa: E402
+from bench.parity_outcomes import keep_section  # noqa: E402
 from bench.parity_pieces import (  # noqa: E402
     Row,
     compare,
@@ -1162,7 +1163,9 @@ def main(argv=None) -> int:
         command = "python -m bench.parity --official=<checkout> " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith(("--official", "--out"))
         )
-        Path(args.out).write_text(document(rows, command.strip(), our_versions(), official_versions, pins))
+        text = document(rows, command.strip(), our_versions(), official_versions, pins)
+        previous = Path(args.out).read_text() if Path(args.out).exists() else ""
+        Path(args.out).write_text(keep_section(previous, text))  # The Outcomes section (level 2) is kept.
         print(f"wrote {args.out}")
     return 0 if overall(rows) == "pass" else 1
 

@@ -46,7 +46,10 @@ DATASET = "cube-single-play-v0"
 PRESET = "cube-single+study"
 DATA_DIR = "~/.ogbench/data/qgf-study-200ep"
 RUN_GROUP = "parity"
+# docs/parity.md: the Outcomes section lies between BEGIN and END (kept whole when bench.parity rewrites level 1);
+# inside it, the driver rewrites only what lies between GEN_BEGIN and GEN_END, so hand-written analysis stays.
 BEGIN, END = "<!-- outcomes:begin -->", "<!-- outcomes:end -->"
+GEN_BEGIN, GEN_END = "<!-- outcomes:generated:begin -->", "<!-- outcomes:generated:end -->"
 # The loss curves compared: (label, our train.csv column, the official train.csv column).
 CURVES = (
     ("critic loss", "train/critic/loss", "training/critic_loss"),
@@ -393,22 +396,34 @@ def finished_seeds(result: dict, weights, expected: int) -> dict:
     return out
 
 
-def replace_section(document: str, section: str) -> str:
-    """`document` with the text between BEGIN and END replaced by `section` (both markers appended if absent)."""
-    block = f"{BEGIN}\n{section.strip()}\n{END}"
-    if BEGIN in document and END in document:
-        head, rest = document.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        return head + block + tail
+def between(text: str, begin: str, end: str) -> tuple[str, str, str] | None:
+    """(before, inside, after) of the first `begin` … `end` in `text`, or None."""
+    if begin not in text:
+        return None
+    head, rest = text.split(begin, 1)
+    if end not in rest:
+        return None
+    inside, tail = rest.split(end, 1)
+    return head, inside, tail
+
+
+def replace_section(document: str, generated: str) -> str:
+    """`document` with its generated outcomes part replaced by `generated`; without one, an Outcomes section
+    (heading, generated part) is appended."""
+    inner = f"{GEN_BEGIN}\n{generated.strip()}\n{GEN_END}"
+    parts = between(document, GEN_BEGIN, GEN_END)
+    if parts:
+        return parts[0] + inner + parts[2]
+    block = f"{BEGIN}\n## Outcomes\n\n{inner}\n{END}"
     return document.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def keep_section(old: str, new: str) -> str:
-    """`new` (a regenerated level-1 document) with `old`'s outcomes section, if it had one, kept at its end."""
-    if BEGIN not in old or END not in old:
+    """`new` (a regenerated level-1 document) with `old`'s whole Outcomes section, if it had one, at its end."""
+    parts = between(old, BEGIN, END)
+    if not parts:
         return new
-    kept = old.split(BEGIN, 1)[1].split(END, 1)[0]
-    return replace_section(new, kept)
+    return new.rstrip("\n") + "\n\n" + BEGIN + parts[1] + END + "\n"
 
 
 def log(out: str, message: str) -> None:
@@ -501,6 +516,74 @@ def our_side(args, s: dict, seed: int) -> None:
     run_step(args.out, f"ours-seed{seed}", our_command(s, seed, run_dir), str(ROOT), env, args.lock)
 
 
+# Stand-ins for the two packages this project's environment lacks and the official main.py imports: distrax (only
+# its Gaussian actors use it, not qgf) and wandb (disabled in these runs). Our own minimal stubs, nothing else.
+PIN_STUBS = {
+    "distrax": "Transformed = object\nMultivariateNormalDiag = Block = Tanh = None\n",
+    "wandb": (
+        "class _Anything:\n    def __init__(self, *args, **kwargs):\n        pass\n\n\n"
+        "Image = Video = Histogram = Settings = _Anything\n\n\n"
+        "class _Config(dict):\n    def update(self, *args, **kwargs):\n        pass\n\n\n"
+        "config = _Config()\n\n\n"
+        "class _Run:\n    config = config\n\n    def log(self, *args, **kwargs):\n        pass\n\n"
+        "    def finish(self, *args, **kwargs):\n        pass\n\n\n"
+        "def init(*args, **kwargs):\n    return _Run()\n\n\n"
+        "def log(*args, **kwargs):\n    pass\n\n\n"
+        "def finish(*args, **kwargs):\n    pass\n"
+    ),
+}
+
+
+def pins_check(args, s: dict) -> dict:
+    """The official main.py run by THIS project's python (its pinned jax / flax): a short training (200 updates at
+    the study's sizes on the same data) with an evaluation of w = 0 and 0.1 (2 episodes each, the official
+    vectorised evaluation envs), distrax and wandb stubbed (PIN_STUBS). Written to <out>/pins.json."""
+    import importlib.metadata
+
+    where = os.path.join(args.out, "pins")
+    stubs = os.path.join(where, "stubs")
+    for name, text in PIN_STUBS.items():
+        os.makedirs(os.path.join(stubs, name), exist_ok=True)
+        with open(os.path.join(stubs, name, "__init__.py"), "w") as f:
+            f.write(text)
+    short = {**s, "train_steps": 200, "log_every": 100, "save_every": 200, "episodes": 2, "weights": (0.0, 0.1)}
+    command = official_train_command(sys.executable, short, 0, os.path.join(where, "run"), prepare_data(args.out))
+    command = [c for c in command if not c.startswith(("--eval_interval", "--eval_vecenv_size"))]
+    command += ["--eval_interval=200", "--eval_vecenv_size=2"]
+    env = {**os.environ, "HOME": os.path.join(args.out, "home"), "PYTHONPATH": stubs, "JAX_PLATFORMS": "cpu"}
+    versions = {m: importlib.metadata.version(m) for m in ("jax", "flax", "optax", "numpy")}
+    try:
+        run_step(args.out, "official-under-our-pins", command, args.official, env, args.lock)
+        error = ""
+    except RuntimeError:
+        lines = open(os.path.join(args.out, "logs", "official-under-our-pins.log")).read().strip().splitlines()
+        error = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
+    run_dir = official_run_dir(os.path.join(where, "run"), 0)
+    evaluation = read_csv(os.path.join(run_dir, "eval.csv")) if run_dir else []
+    result = {"versions": versions, "error": error, "eval": evaluation[-1] if evaluation else {}}
+    with open(os.path.join(args.out, "pins.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def pins_text(out: str) -> str:
+    path = os.path.join(out, "pins.json")
+    if not os.path.exists(path):
+        return "Not checked yet (`--pins_check`)."
+    with open(path) as f:
+        pins = json.load(f)
+    versions = ", ".join(f"{k} {v}" for k, v in pins["versions"].items())
+    if pins["error"]:
+        return f"Run by this project's python ({versions}), distrax and wandb stubbed: it failed: `{pins['error']}`."
+    evaluated = ", ".join(f"{k} = {v}" for k, v in pins["eval"].items() if k.endswith("/success"))
+    return (
+        f"Run by this project's python ({versions}), with distrax and wandb stubbed (this environment has neither; "
+        "qgf does not use distrax, and wandb is disabled): the official main.py trained 200 updates at the study's "
+        "sizes on the same data and evaluated w = 0 and 0.1 with its vectorised evaluation envs without error "
+        f"(`--pins_check`; its eval.csv: {evaluated or 'no success column'})."
+    )
+
+
 def section(result: dict, s: dict, seeds, figure: str, out: str, command: str) -> str:
     """The "Outcomes" section of docs/parity.md: what finished, the pooled table, per-seed successes, the figure."""
     done = finished_seeds(result, s["weights"], s["episodes"])
@@ -513,9 +596,8 @@ def section(result: dict, s: dict, seeds, figure: str, out: str, command: str) -
         "at its end)"
         for t in timings
     )
-    return f"""## Outcomes
-
-_Generated by `{command}` at {when}; it rewrites only this part of the file (between the outcomes markers)._
+    return f"""_Generated by `{command}` at {when}; it rewrites only this part of the
+section (between the generated-outcomes markers)._
 
 Both codes trained `qgf` on {TASK} from the study's generated dataset ({DATA_DIR}: 200 + 20
 episodes) with the study preset's settings ({dims(s["hidden"])} networks, batch {s["batch_size"]}, γ = {s["discount"]},
@@ -537,6 +619,8 @@ Success (%) per seed, ours / official:
 
 ![training losses of both codes]({os.path.basename(figure)})
 
+**The official code under this project's pins.** {pins_text(out)}
+
 Steps and their wall times (a shared 2-core machine with other jobs running: upper bounds, not speeds):
 
 {timing_lines or "- none yet"}
@@ -555,6 +639,7 @@ def main(argv=None) -> int:
     parser.add_argument("--doc", default="", help="write the Outcomes section into this file (docs/parity.md)")
     parser.add_argument("--figure", default="", help="the loss-curve PNG (default: next to --doc, or in --out)")
     parser.add_argument("--collect_only", action="store_true", help="only collect what exists")
+    parser.add_argument("--pins_check", action="store_true", help="only run the official main.py under our pins")
     args = parser.parse_args(argv)
     args.out = os.path.abspath(args.out)
     args.official = os.path.abspath(args.official)
@@ -593,6 +678,9 @@ def main(argv=None) -> int:
             doc = Path(args.doc)
             doc.write_text(replace_section(doc.read_text() if doc.exists() else "", text))
 
+    if args.pins_check:
+        print(json.dumps(pins_check(args, s), indent=1))
+        return 0
     if not args.collect_only:
         data = prepare_data(args.out)
         for seed in seeds:

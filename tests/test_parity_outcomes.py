@@ -95,11 +95,13 @@ def test_table_and_section_markers():
     assert len(lines) == 4 and lines[2].startswith("| 0 (BC) |") and lines[3].startswith("| 0.1 |")
     assert "33.3 ± 33.3" in lines[2] and "100.0" in lines[3]
     doc = "# Numerical parity\n\nlevel 1 text\n"
-    once = po.replace_section(doc, "## Outcomes\n\nfirst")
-    assert once.startswith(doc.rstrip("\n")) and "first" in once
-    twice = po.replace_section(once + "\ntrailing text\n", "## Outcomes\n\nsecond")
+    once = po.replace_section(doc, "first")
+    assert once.startswith(doc.rstrip("\n")) and "## Outcomes" in once and "first" in once
+    notes = once.replace(po.GEN_END, po.GEN_END + "\nhand-written analysis")
+    twice = po.replace_section(notes + "\ntrailing text\n", "second")
     assert "first" not in twice and "second" in twice and "level 1 text" in twice and "trailing text" in twice
-    assert twice.count(po.BEGIN) == 1 and twice.count(po.END) == 1
+    assert "hand-written analysis" in twice
+    assert twice.count(po.BEGIN) == 1 and twice.count(po.GEN_BEGIN) == 1
 
 
 def test_official_command_carries_the_study_settings():
@@ -120,7 +122,26 @@ def test_official_command_carries_the_study_settings():
 
 
 def test_a_regenerated_level_one_document_keeps_the_outcomes_section():
-    old = po.replace_section("# old level 1\n", "## Outcomes\n\nthe table")
+    old = po.replace_section("# old level 1\n", "the table")
+    old = old.replace(po.GEN_END, po.GEN_END + "\nthe analysis")
     new = po.keep_section(old, "# new level 1\n")
-    assert "# new level 1" in new and "the table" in new and "old level 1" not in new
+    assert "# new level 1" in new and "the table" in new and "the analysis" in new and "old level 1" not in new
+    assert po.replace_section(new, "new table").count("## Outcomes") == 1
     assert po.keep_section("# no outcomes yet\n", "# new\n") == "# new\n"
+
+
+def test_collect_and_section_on_an_empty_output_folder(tmp_path):
+    s = po.study_settings()
+    result = po.collect(str(tmp_path), [0], s)
+    assert po.finished_seeds(result, s["weights"], s["episodes"]) == {"ours": [], "official": []}
+    text = po.section(result, s, [0], "parity_losses.png", str(tmp_path), "python -m bench.parity_outcomes")
+    assert "ours none; official none" in text and "Not checked yet" in text
+    assert text.count("\n| ") >= len(s["weights"])
+
+
+def test_pins_text_reports_the_check(tmp_path):
+    pins = {"versions": {"jax": "0.10.2"}, "error": "", "eval": {"evaluation_guidance_weight_0.0/success": "0.5"}}
+    (tmp_path / "pins.json").write_text(json.dumps(pins))
+    assert "without error" in po.pins_text(str(tmp_path)) and "jax 0.10.2" in po.pins_text(str(tmp_path))
+    (tmp_path / "pins.json").write_text(json.dumps({**pins, "error": "AttributeError: x"}))
+    assert "failed: `AttributeError: x`" in po.pins_text(str(tmp_path))

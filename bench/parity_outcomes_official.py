@@ -15,6 +15,9 @@ modules (its agent, its environment maker, its evaluation loop) and that environ
   unseeded, as released); per episode the success is the last step's `success` info and the return the sum of its
   rewards.
 
+With `--export=<file.npz>` it only writes the checkpoint's network parameters (policy, critic, target_critic,
+value; '/'-separated names, e.g. `policy/MLP_0/Dense_0/kernel`) for `python -m bench.parity_crosseval`, and exits.
+
 One JSON file per weight (`<out>/w<weight>.json`: weight, per-episode success / return / length, seconds), written
 when that weight is done; a weight whose file exists is skipped, so a killed evaluation resumes where it stopped.
 NumPy's global generator (which the official loop draws the policy's key from) is seeded per weight from the run's
@@ -37,13 +40,16 @@ def parse_args(argv=None):
     parser.add_argument("--weights", required=True, help="comma-separated guidance weights")
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--envs", type=int, default=10, help="vectorised envs (the official --eval_vecenv_size)")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", default="")
+    parser.add_argument("--export", default="", help="only write the checkpoint's network parameters to this .npz")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, os.path.abspath(args.checkout))
+    if args.export:
+        return export(args)
     import gymnasium as gym
     import ml_collections
     import numpy as np
@@ -112,6 +118,29 @@ def main(argv=None) -> int:
         for process in vec_env.processes:
             process.join(timeout=5)
         vec_env.closed = True
+    return 0
+
+
+def export(args) -> int:
+    import pickle
+
+    import numpy as np
+
+    with open(os.path.join(args.run, f"params_{args.epoch}.pkl"), "rb") as f:
+        state = pickle.load(f)["agent"]
+    arrays = {}
+
+    def walk(tree, prefix):
+        for key, value in tree.items():
+            if hasattr(value, "items"):
+                walk(value, f"{prefix}/{key}")
+            else:
+                arrays[f"{prefix}/{key}"] = np.asarray(value)
+
+    for network in ("policy", "critic", "target_critic", "value"):
+        walk(state[network]["params"], network)
+    np.savez(args.export, **arrays)
+    print(f"wrote {len(arrays)} arrays to {args.export}")
     return 0
 
 

@@ -484,6 +484,8 @@ def official_side(args, s: dict, seed: int, data: str) -> None:
     save_dir = os.path.join(out, "official", f"seed{seed}")
     env = {**os.environ, "HOME": os.path.join(out, "home"), "WANDB_MODE": "disabled", "JAX_PLATFORMS": "cpu"}
     env.pop("PYTHONPATH", None)
+    if args.stubs:  # The official code run by an environment without distrax / wandb (this project's): stubbed.
+        env["PYTHONPATH"] = write_stubs(args.out)
     run_dir = official_run_dir(save_dir, seed)
     saved = checkpoints(run_dir)
     if s["train_steps"] not in saved:
@@ -538,6 +540,16 @@ PIN_STUBS = {
 }
 
 
+def write_stubs(out: str) -> str:
+    """PIN_STUBS as packages under <out>/pins/stubs (returned: the folder to put on PYTHONPATH)."""
+    stubs = os.path.join(out, "pins", "stubs")
+    for name, text in PIN_STUBS.items():
+        os.makedirs(os.path.join(stubs, name), exist_ok=True)
+        with open(os.path.join(stubs, name, "__init__.py"), "w") as f:
+            f.write(text)
+    return stubs
+
+
 def pins_check(args, s: dict) -> dict:
     """The official main.py run by THIS project's python (its pinned jax / flax): a short training (200 updates at
     the study's sizes on the same data) with an evaluation of w = 0 and 0.1 (2 episodes each, the official
@@ -545,11 +557,7 @@ def pins_check(args, s: dict) -> dict:
     import importlib.metadata
 
     where = os.path.join(args.out, "pins")
-    stubs = os.path.join(where, "stubs")
-    for name, text in PIN_STUBS.items():
-        os.makedirs(os.path.join(stubs, name), exist_ok=True)
-        with open(os.path.join(stubs, name, "__init__.py"), "w") as f:
-            f.write(text)
+    stubs = write_stubs(args.out)
     short = {**s, "train_steps": 200, "log_every": 100, "save_every": 200, "episodes": 2, "weights": (0.0, 0.1)}
     command = official_train_command(sys.executable, short, 0, os.path.join(where, "run"), prepare_data(args.out))
     command = [c for c in command if not c.startswith(("--eval_interval", "--eval_vecenv_size"))]
@@ -648,6 +656,11 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", default="", help="the loss-curve PNG (default: next to --doc, or in --out)")
     parser.add_argument("--collect_only", action="store_true", help="only collect what exists")
     parser.add_argument("--pins_check", action="store_true", help="only run the official main.py under our pins")
+    parser.add_argument(
+        "--stubs",
+        action="store_true",
+        help="stub distrax and wandb for the official side (to run it with this project's python: its jax / flax)",
+    )
     args = parser.parse_args(argv)
     args.out = os.path.abspath(args.out)
     args.official = os.path.abspath(args.official)

@@ -145,3 +145,16 @@ def test_pins_text_reports_the_check(tmp_path):
     assert "without error" in po.pins_text(str(tmp_path)) and "jax 0.10.2" in po.pins_text(str(tmp_path))
     (tmp_path / "pins.json").write_text(json.dumps({**pins, "error": "AttributeError: x"}))
     assert "failed: `AttributeError: x`" in po.pins_text(str(tmp_path))
+
+
+def test_stubs_are_importable_packages(tmp_path):
+    import importlib.util
+    import sys
+
+    folder = po.write_stubs(str(tmp_path))
+    for name in po.PIN_STUBS:
+        spec = importlib.util.spec_from_file_location(f"stub_{name}", f"{folder}/{name}/__init__.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    assert module.init(project="x").config.update({}) is None  # the wandb stub: init, config.update
+    assert "stub_wandb" not in sys.modules

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         train_state = getattr(state, network)
         params = transplant(unflatten(arrays, network), train_state.params)
         state = state.replace(**{network: train_state.replace(params=jax.tree_util.tree_map(jnp.asarray, params))})
-    states = jax.tree_util.tree_map(lambda x: x[None], state)
+    states = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state)  # a seed axis of one
 
     def act(st, observations, key, guidance_weight, goals, unroll=False):
         return agent.act(st, observations, key, guidance_weight=guidance_weight, goals=goals, unroll=unroll)

@@ -158,3 +158,14 @@ def test_stubs_are_importable_packages(tmp_path):
         spec.loader.exec_module(module)
     assert module.init(project="x").config.update({}) is None  # the wandb stub: init, config.update
     assert "stub_wandb" not in sys.modules
+
+
+def test_run_step_records_its_own_time_apart_from_the_wait(tmp_path):
+    import os
+
+    seconds = po.run_step(str(tmp_path), "noop", ["true"], str(tmp_path), dict(os.environ), lock="")
+    (timing,) = json.loads((tmp_path / "timings.json").read_text())
+    assert timing["step"] == "noop" and timing["exit"] == 0 and timing["seconds"] == seconds
+    assert 0 <= timing["waited_s"] < 5 and 0 <= seconds < 5
+    with pytest.raises(RuntimeError, match="failed with exit 1"):
+        po.run_step(str(tmp_path), "fails", ["false"], str(tmp_path), dict(os.environ), lock="")

@@ -8,7 +8,7 @@ method it checks: the official initial parameters transplanted into ours (forwar
 (one of whole-episode chunks, one with chunks that cross an episode's end), and the parameters of every network
 (targets included) after three consecutive updates. Besides: the PRNG draws of one key in both environments, the
 chunk sampler against the official `sample_sequence` at every start of a small multi-trajectory dataset, and
-parameter counts at paper size (4×1024). A documented difference (README's "Differences from the official code")
+parameter counts at paper size (4×1024). A documented difference (docs/differences.md)
 shows as its own `documented` row with its size; what the official code cannot run as released shows as a failed
 row, and the same check with the smallest fix applied (at run time, by bench/parity_official.py) beside it.
 
@@ -40,6 +40,7 @@ import agents  # noqa: E402
 import configs  # noqa: E402
 from agents import fql as our_fql  # noqa: E402
 from agents.losses import flow_interpolation  # noqa: E402
+from bench.parity_outcomes import keep_section  # noqa: E402
 from bench.parity_pieces import (  # noqa: E402
     Row,
     compare,
@@ -88,11 +89,13 @@ OFFICIAL_PACKAGES = (
 )
 UNWANTED_REQUIREMENTS = ("jax-cuda", "nvidia-", "mujoco-py")  # GPU plugins; mujoco-py needs a MuJoCo 2.1 install.
 
-README_BC = "README: BC loss of the qgf base (and EDP) weighted by each action's validity (official: unweighted)"
-README_FQL = "README: FQL's L_flow and L_distill weighted per action (official: per chunk, w_b)"
-README_ROBUST_Q = "README: Robust-Q's guidance per sample (official: ∇ of the batch mean, i.e. divided by B)"
-README_PADDING = (
-    "README: chunk actions past an episode's end repeat its last action (official: the next "
+DIFFERENCE_BC = (
+    "differences: BC loss of the qgf base (and EDP) weighted by each action's validity (official: unweighted)"
+)
+DIFFERENCE_FQL = "differences: FQL's L_flow and L_distill weighted per action (official: per chunk, w_b)"
+DIFFERENCE_ROBUST_Q = "differences: Robust-Q's guidance per sample (official: ∇ of the batch mean, i.e. divided by B)"
+DIFFERENCE_PADDING = (
+    "differences: chunk actions past an episode's end repeat its last action (official: the next "
     "trajectory's actions); they matter only in losses that ignore `valid`"
 )
 
@@ -232,13 +235,13 @@ def our_config(agent: str, hidden, **extra):
 
 
 def methods(hidden) -> list[dict]:
-    """Every compared method (see the module docstring); `documented` maps a check's prefix to its README note."""
+    """Every compared method (see the module docstring); `documented` maps a check's prefix to its note."""
     qgf_like = dict(
         store="separate",
         networks=QGF_NETWORKS,
         forward=QGF_FORWARD,
         losses=QGF_LOSSES,
-        documented={"crossing/policy": README_BC, "loss crossing/policy/bc_loss": README_BC},
+        documented={"crossing/policy": DIFFERENCE_BC, "loss crossing/policy/bc_loss": DIFFERENCE_BC},
     )
     out = []
     for estimator, approx, jac in (
@@ -355,11 +358,11 @@ def methods(hidden) -> list[dict]:
                 "actor/loss": "actor/actor_loss",
             },
             documented={
-                "crossing/policy": README_FQL,
-                "crossing/one_step": README_FQL,
-                "loss crossing/policy/bc_loss": README_FQL,
-                "loss crossing/actor/distill_loss": README_FQL,
-                "loss crossing/actor/loss": README_FQL,
+                "crossing/policy": DIFFERENCE_FQL,
+                "crossing/one_step": DIFFERENCE_FQL,
+                "loss crossing/policy/bc_loss": DIFFERENCE_FQL,
+                "loss crossing/actor/distill_loss": DIFFERENCE_FQL,
+                "loss crossing/actor/loss": DIFFERENCE_FQL,
             },
         )
     )
@@ -424,7 +427,7 @@ def methods(hidden) -> list[dict]:
             draw_modules=["agents.qgf", "agents.robust_q"],
             draw_fn=robust_q_draws,
             losses={**QGF_LOSSES, "robust_critic/loss": "robust_critic_loss", "robust_critic/q_mean": "robust_q_mean"},
-            documented={"crossing/base.policy": README_BC, "loss crossing/policy/bc_loss": README_BC},
+            documented={"crossing/base.policy": DIFFERENCE_BC, "loss crossing/policy/bc_loss": DIFFERENCE_BC},
         )
     )
     qam_networks = {
@@ -539,11 +542,11 @@ def with_best_of_n(config, n: int):
 
 
 def released_failure(check: str, report: dict, label: str) -> Row:
-    """The official code failing a step: `documented` when the driver had a fix for it (README lists Robust-Q's and
-    QAM's failures as released), `fail` otherwise."""
+    """The official code failing a step: `documented` when the driver had a fix for it (docs/differences.md lists
+    Robust-Q's and QAM's failures as released), `fail` otherwise."""
     error = report["errors"][label]
     if label in report["fixed"]:
-        return Row(f"{check} (as released)", None, None, "documented", f"README: fails as released: {error}")
+        return Row(f"{check} (as released)", None, None, "documented", f"differences: fails as released: {error}")
     return failure(f"{check} (as released)", error)
 
 
@@ -794,7 +797,7 @@ class OurMethod:
                             actions[weight],
                             official[label],
                             ACTION_TOLERANCE,
-                            README_ROBUST_Q,
+                            DIFFERENCE_ROBUST_Q,
                         )
                     )
                 else:
@@ -913,7 +916,7 @@ def sampler_rows(dataset: dict, shared_out: dict, horizon: int, discount: float)
             ours["actions"],
             theirs["actions"],
             SAMPLER_TOLERANCE,
-            README_PADDING,
+            DIFFERENCE_PADDING,
         )
     )
     return rows
@@ -1113,10 +1116,10 @@ own environment, float32 with matmul precision `highest` on both sides (CPU). Re
 - this project: {versions_line(versions)}
 - official code (its pins, CPU wheels): {versions_line(official_versions)}
 
-What each check does is in bench/parity.py's docstring. `documented`: a difference listed in README's "Differences
-from the official code" table, shown with its size. Rows marked "(as released)" record where the official code fails
-as it was released (README lists these failures too); the same check with the smallest fix, said in the row and applied
-at run time, follows them. Result: {counts(rows)}. Not compared yet:
+What each check does is in bench/parity.py's docstring. `documented`: a difference listed in docs/differences.md (the
+differences from the official code), shown with its size. Rows marked "(as released)" record where the official code
+fails as it was released (differences.md lists these failures too); the same check with the smallest fix, said in the
+row and applied at run time, follows them. Result: {counts(rows)}. Not compared yet:
 {NOT_COMPARED}.
 
 {table(rows)}
@@ -1162,7 +1165,9 @@ def main(argv=None) -> int:
         command = "python -m bench.parity --official=<checkout> " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith(("--official", "--out"))
         )
-        Path(args.out).write_text(document(rows, command.strip(), our_versions(), official_versions, pins))
+        text = document(rows, command.strip(), our_versions(), official_versions, pins)
+        previous = Path(args.out).read_text() if Path(args.out).exists() else ""
+        Path(args.out).write_text(keep_section(previous, text))  # The Outcomes section (level 2) is kept.
         print(f"wrote {args.out}")
     return 0 if overall(rows) == "pass" else 1
 

@@ -25,10 +25,8 @@ NAME = "cube-single-play-v0"  # TINY_TASK's dataset
 
 
 @contextlib.contextmanager
-def serving(directory):
-    """An HTTP server on 127.0.0.1 serving `directory`; yields its URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None
+def serving_with(handler):
+    """An HTTP server on 127.0.0.1 answering with `handler`; yields its URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -37,6 +35,13 @@ def serving(directory):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def serving(directory):
+    """An HTTP server on 127.0.0.1 serving `directory`; yields its URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None
+    return serving_with(handler)
 
 
 def run_config(dataset_dir, dataset_path=None):
@@ -172,7 +177,6 @@ def test_an_unknown_data_source_is_a_config_error():
         resolve(Options(data="dowload"))
 
 
-@contextlib.contextmanager
 def serving_bytes(body: bytes, length: int):
     """An HTTP server on 127.0.0.1 that answers every GET with status 200, a Content-Length of `length` and `body`
     (fewer bytes: the connection is cut short)."""
@@ -188,14 +192,7 @@ def serving_bytes(body: bytes, length: int):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serving_with(Handler)
 
 
 @pytest.mark.parametrize("answer", ["error-page", "cut-short"])

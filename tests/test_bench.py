@@ -99,14 +99,12 @@ def test_profile_classifies_hlo_instructions():
 NOT_ON_THE_DEVICE_IMAGE = ("ogbench", "mujoco", "gymnasium", "tensorboardX", "submitit", "wandb")
 
 
-def test_accelerator_quick_run_on_cpu_imports_only_what_the_device_image_has(tmp_path):
-    """`python -m bench.accelerator --quick` in a fresh process in which the packages the device image lacks
-    cannot be imported: it must finish and write every figure, each positive (float32 only, to keep CI short:
-    tests/test_mixed_precision.py covers bfloat16)."""
+def run_without_what_the_device_image_lacks(module: str, argv: list):
+    """`python -m <module> <argv>` in a fresh process in which the packages the device image lacks cannot be
+    imported."""
     import subprocess
     import sys
 
-    out = tmp_path / "accelerator.json"
     blocker = (
         "import sys, runpy\n"
         "class Block:\n"
@@ -114,11 +112,21 @@ def test_accelerator_quick_run_on_cpu_imports_only_what_the_device_image_has(tmp
         f"        if name.split('.')[0] in {NOT_ON_THE_DEVICE_IMAGE!r}:\n"
         "            raise ImportError(f'{name} is not on the device image')\n"
         "sys.meta_path.insert(0, Block())\n"
-        f"sys.argv = ['bench.accelerator', '--quick', '--compute-dtypes=float32', '--out', {str(out)!r}]\n"
-        "runpy.run_module('bench.accelerator', run_name='__main__')\n"
+        f"sys.argv = [{module!r}] + {list(argv)!r}\n"
+        f"runpy.run_module({module!r}, run_name='__main__')\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    process = subprocess.run([sys.executable, "-c", blocker], cwd=root, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", blocker], cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_accelerator_quick_run_on_cpu_imports_only_what_the_device_image_has(tmp_path):
+    """`python -m bench.accelerator --quick` in a fresh process in which the packages the device image lacks
+    cannot be imported: it must finish and write every figure, each positive (float32 only, to keep CI short:
+    tests/test_mixed_precision.py covers bfloat16)."""
+    out = tmp_path / "accelerator.json"
+    process = run_without_what_the_device_image_lacks(
+        "bench.accelerator", ["--quick", "--compute-dtypes=float32", "--out", str(out)]
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     results = json.loads(out.read_text())
 
@@ -136,3 +144,46 @@ def test_accelerator_quick_run_on_cpu_imports_only_what_the_device_image_has(tmp
     assert results["figures"]["float32/update/2"]["seed_steps_per_s"] == pytest.approx(
         2 * results["figures"]["float32/update/2"]["steps_per_s"]
     )
+
+
+def test_parity_speed_our_side_runs_on_what_the_device_image_has():
+    """The GPU check of issue 27 runs our side of `bench.parity_speed` on the device image: every figure must come
+    back positive, with its compile time, in the one RESULT line the orchestrating process reads."""
+    process = run_without_what_the_device_image_lacks(
+        "bench.parity_speed", ["--side=ours", "--quick", "--repeats=2", "--min_seconds=0", "--act_batches=1,8"]
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    (line,) = [x for x in process.stdout.splitlines() if x.startswith("RESULT ")]
+    result = json.loads(line[len("RESULT ") :])
+    assert result["side"] == "ours" and result["size"]["hidden"] == [32, 32]
+    assert set(result["figures"]) == {"update", "train_step", "act/1", "act/8"}
+    for name, figure in result["figures"].items():
+        assert figure["ms"] > 0 and figure["compile_s"] > 0, name
+
+
+def test_parity_speed_summary_takes_medians_over_rounds_and_the_ratio():
+    from bench.parity_speed import summary
+
+    def side(update_ms):
+        return {"figures": {"update": {"ms": update_ms}}}
+
+    rounds = [{"ours": side(u), "official": side(o)} for u, o in ((1.0, 3.0), (2.0, 5.0), (9.0, 4.0))]
+    row = summary(rounds)["update"]
+    assert (row["ours_ms"], row["official_ms"]) == (2.0, 4.0)
+    assert row["official_over_ours"] == 2.0
+
+
+@pytest.mark.skipif(not os.environ.get("QGF_OFFICIAL_CHECKOUT"), reason="QGF_OFFICIAL_CHECKOUT names no checkout")
+def test_parity_speed_against_the_official_checkout(tmp_path):
+    from bench import parity_speed
+
+    out = tmp_path / "parity_speed.json"
+    argv = [f"--official={os.environ['QGF_OFFICIAL_CHECKOUT']}", "--quick", "--rounds=1", "--repeats=2",
+            "--min_seconds=0", "--act_batches=1", f"--out={out}"]  # fmt: skip
+    if os.environ.get("QGF_OFFICIAL_PYTHON"):
+        argv.append(f"--official_python={os.environ['QGF_OFFICIAL_PYTHON']}")
+    result = parity_speed.main(argv)
+    assert json.loads(out.read_text())["summary"] == result["summary"]
+    for name, row in result["summary"].items():
+        assert row["official_ms"] > 0 and row["ours_ms"] > 0, name
+        assert row["official_over_ours"] == pytest.approx(row["official_ms"] / row["ours_ms"]), name

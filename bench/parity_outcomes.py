@@ -50,6 +50,11 @@ RUN_GROUP = "parity"
 # inside it, the driver rewrites only what lies between GEN_BEGIN and GEN_END, so hand-written analysis stays.
 BEGIN, END = "<!-- outcomes:begin -->", "<!-- outcomes:end -->"
 GEN_BEGIN, GEN_END = "<!-- outcomes:generated:begin -->", "<!-- outcomes:generated:end -->"
+# The same comparison with the official side run by this project's python (`--stubs`): its own generated part, inside
+# the Outcomes section, so that both comparisons stand in the document.
+CURRENT_GEN_BEGIN = "<!-- outcomes:current-jax:generated:begin -->"
+CURRENT_GEN_END = "<!-- outcomes:current-jax:generated:end -->"
+CURRENT_HEADING = "### Ours against the official code run by this project's python (jax 0.10)"
 # The loss curves compared: (label, our train.csv column, the official train.csv column).
 CURVES = (
     ("critic loss", "train/critic/loss", "training/critic_loss"),
@@ -367,11 +372,12 @@ def plot_curves(curves: dict, path: str) -> None:
     plt.close(fig)
 
 
-def collect(out: str, seeds, s: dict) -> dict:
-    """Everything found under `out` so far: per seed and side the episodes and curves, pooled rows, differences."""
+def collect(out: str, seeds, s: dict, ours_out: str = "") -> dict:
+    """Everything found under `out` (our runs: under `ours_out`, default `out`) so far: per seed and side the
+    episodes and curves, pooled rows, differences."""
     per_seed, curves = {}, {"ours": {}, "official": {}}
     for seed in seeds:
-        ours_dir = os.path.join(out, "ours", f"seed{seed}")
+        ours_dir = os.path.join(ours_out or out, "ours", f"seed{seed}")
         official_dir = official_run_dir(os.path.join(out, "official", f"seed{seed}"), seed)
         per_seed[seed] = {
             "ours": our_episodes(ours_dir, s["train_steps"]),
@@ -411,13 +417,20 @@ def between(text: str, begin: str, end: str) -> tuple[str, str, str] | None:
     return head, inside, tail
 
 
-def replace_section(document: str, generated: str) -> str:
-    """`document` with its generated outcomes part replaced by `generated`; without one, an Outcomes section
-    (heading, generated part) is appended."""
-    inner = f"{GEN_BEGIN}\n{generated.strip()}\n{GEN_END}"
-    parts = between(document, GEN_BEGIN, GEN_END)
+def replace_section(document: str, generated: str, current_jax: bool = False) -> str:
+    """`document` with its generated outcomes part (`current_jax`: the one of the official code under our pins)
+    replaced by `generated`. Without one, that part is added: the main part as a new Outcomes section at the end,
+    the current-jax part under its heading at the end of the Outcomes section (or a new one)."""
+    begin, end = (CURRENT_GEN_BEGIN, CURRENT_GEN_END) if current_jax else (GEN_BEGIN, GEN_END)
+    inner = f"{begin}\n{generated.strip()}\n{end}"
+    parts = between(document, begin, end)
     if parts:
         return parts[0] + inner + parts[2]
+    if current_jax:
+        inner = f"{CURRENT_HEADING}\n\n{inner}"
+        section = between(document, BEGIN, END)
+        if section:
+            return section[0] + BEGIN + section[1].rstrip("\n") + "\n\n" + inner + "\n\n" + END + section[2]
     block = f"{BEGIN}\n## Outcomes\n\n{inner}\n{END}"
     return document.rstrip("\n") + "\n\n" + block + "\n"
 
@@ -608,8 +621,20 @@ def pins_text(out: str) -> str:
     )
 
 
-def section(result: dict, s: dict, seeds, figure: str, out: str, command: str) -> str:
-    """The "Outcomes" section of docs/parity.md: what finished, the pooled table, per-seed successes, the figure."""
+def official_side_text(current_jax: bool) -> str:
+    if not current_jax:
+        return "The official side ran in its own environment (its pins: jax / jaxlib 0.4.30, CPU)."
+    import jax  # This project's, the one the official side ran under (`--stubs`).
+
+    return (
+        f"The official side ran under this project's python (jax {jax.__version__}), with distrax and wandb stubbed "
+        "(`--stubs`); our side's runs are the ones of the comparison above."
+    )
+
+
+def section(result: dict, s: dict, seeds, figure: str, out: str, command: str, current_jax: bool = False) -> str:
+    """The "Outcomes" section of docs/parity.md: what finished, the pooled table, per-seed successes, the figure
+    (`current_jax`: the official side was run by this project's python, `--stubs`)."""
     done = finished_seeds(result, s["weights"], s["episodes"])
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     flagged = [w for w, r in result["rows"].items() if r["difference"].get("success_beyond_2se")]
@@ -632,7 +657,7 @@ Both codes trained `qgf` on {TASK} from the study's generated dataset ({DATA_DIR
 episodes) with the study preset's settings ({dims(s["hidden"])} networks, batch {s["batch_size"]}, γ = {s["discount"]},
 {s["train_steps"]:,} updates, chunks of {s["horizon"]}, {s["denoising_steps"]} Euler steps), and were evaluated at BC
 (w = 0) and every weight of the study's grid, {s["episodes"]} episodes per weight and seed. How each side runs:
-bench/parity_outcomes.py's docstring.
+bench/parity_outcomes.py's docstring. {official_side_text(current_jax)}
 
 **Finished seeds** (every weight evaluated): ours {done["ours"] or "none"}; official {done["official"] or "none"}
 (asked for: {list(seeds)}). A weight's row pools the episodes of the seeds finished on that side; ± is the
@@ -652,7 +677,7 @@ The figure: training losses logged every 1000 updates, each code's seeds (thin) 
 Ours logs the mean over the 500-update chunk ending at that step, the official main.py the loss of that one update's
 batch, so the official curves are noisier by construction; their levels are what compares.
 
-**The official code under this project's pins.** {pins_text(out)}
+{"" if current_jax else f"**The official code under this project's pins.** {pins_text(out)}"}
 
 Steps and their wall times (a shared 2-core machine with other jobs running: upper bounds, not speeds):
 
@@ -678,24 +703,32 @@ def main(argv=None) -> int:
         action="store_true",
         help="stub distrax and wandb for the official side (to run it with this project's python: its jax / flax)",
     )
+    parser.add_argument(
+        "--ours_out",
+        default="",
+        help="read our side's runs from this --out instead (to compare the --stubs runs with ours)",
+    )
     args = parser.parse_args(argv)
     args.out = os.path.abspath(args.out)
+    args.ours_out = os.path.abspath(args.ours_out) if args.ours_out else ""
     args.official = os.path.abspath(args.official)
     os.makedirs(args.out, exist_ok=True)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     sides = [x for x in args.sides.split(",") if x]
     s = study_settings()
+    figure_name = "parity_losses_current_jax.png" if args.stubs else "parity_losses.png"
     figure = args.figure or (
-        os.path.join(os.path.dirname(args.doc), "parity_losses.png")
-        if args.doc
-        else os.path.join(args.out, "parity_losses.png")
+        os.path.join(os.path.dirname(args.doc), figure_name) if args.doc else os.path.join(args.out, figure_name)
     )
     command = "python -m bench.parity_outcomes --official=<checkout> --official_python=<python> --out=<dir> " + (
-        f"--seeds={args.seeds}" + (f" --doc={args.doc}" if args.doc else "")
+        f"--seeds={args.seeds}"
+        + (" --stubs" if args.stubs else "")
+        + (" --ours_out=<dir of the runs above>" if args.ours_out else "")
+        + (f" --doc={args.doc}" if args.doc else "")
     )
 
     def write_results() -> None:
-        result = collect(args.out, seeds, s)
+        result = collect(args.out, seeds, s, args.ours_out)
         serialisable = {
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
             "rows": {f"{w:g}": r for w, r in result["rows"].items()},
@@ -707,14 +740,14 @@ def main(argv=None) -> int:
         }
         with open(os.path.join(args.out, "outcomes.json"), "w") as f:
             json.dump(serialisable, f, indent=1)
-        text = section(result, s, seeds, figure, args.out, command)
+        text = section(result, s, seeds, figure, args.out, command, current_jax=args.stubs)
         with open(os.path.join(args.out, "outcomes.md"), "w") as f:
             f.write(text)
         if any(c[label] for side in result["curves"].values() for c in side.values() for label, _, _ in CURVES):
             plot_curves(result["curves"], figure)
         if args.doc:
             doc = Path(args.doc)
-            doc.write_text(replace_section(doc.read_text() if doc.exists() else "", text))
+            doc.write_text(replace_section(doc.read_text() if doc.exists() else "", text, current_jax=args.stubs))
 
     if args.pins_check:
         print(json.dumps(pins_check(args, s), indent=1))
@@ -729,7 +762,11 @@ def main(argv=None) -> int:
                 our_side(args, s, seed)
                 write_results()
     write_results()
-    log(args.out, "collected: " + json.dumps(finished_seeds(collect(args.out, seeds, s), s["weights"], s["episodes"])))
+    log(
+        args.out,
+        "collected: "
+        + json.dumps(finished_seeds(collect(args.out, seeds, s, args.ours_out), s["weights"], s["episodes"])),
+    )
     return 0
 
 

@@ -169,3 +169,34 @@ def test_run_step_records_its_own_time_apart_from_the_wait(tmp_path):
     assert 0 <= timing["waited_s"] < 5 and 0 <= seconds < 5
     with pytest.raises(RuntimeError, match="failed with exit 1"):
         po.run_step(str(tmp_path), "fails", ["false"], str(tmp_path), dict(os.environ), lock="")
+
+
+def test_the_current_jax_comparison_has_its_own_part_inside_the_outcomes_section():
+    doc = po.replace_section("# level 1\n", "own-pins table")
+    doc = doc.replace(po.GEN_END, po.GEN_END + "\nhand-written analysis")
+    once = po.replace_section(doc, "current-jax table", current_jax=True)
+    assert once.count(po.CURRENT_HEADING) == 1 and "own-pins table" in once and "hand-written analysis" in once
+    assert once.index(po.GEN_END) < once.index(po.CURRENT_GEN_BEGIN) < once.index(po.END)
+    twice = po.replace_section(once, "newer current-jax table", current_jax=True)
+    assert "current-jax table\n" not in twice.replace("newer current-jax table", "")
+    assert "newer current-jax table" in twice and twice.count(po.CURRENT_GEN_BEGIN) == 1
+    assert po.replace_section(twice, "newer own-pins table").count("current-jax") >= 2  # The other part stays.
+    # A regenerated level-1 document keeps both parts.
+    kept = po.keep_section(twice, "# new level 1\n")
+    assert "newer current-jax table" in kept and "own-pins table" in kept
+
+
+def test_collect_reads_our_runs_from_another_output_folder(tmp_path, monkeypatch):
+    s = po.study_settings()
+    ours_out = tmp_path / "first"
+    run = ours_out / "ours" / "seed0"
+    run.mkdir(parents=True)
+    (run / "episodes.csv").write_text("step,weight,episode,success,return\n")
+    seen = []
+    monkeypatch.setattr(po, "our_episodes", lambda run_dir, step: seen.append(run_dir) or {})
+    po.collect(str(tmp_path / "second"), [0], s, ours_out=str(ours_out))
+    assert seen == [str(run)]
+    text = po.section(
+        po.collect(str(tmp_path / "second"), [0], s), s, [0], "f.png", str(tmp_path), "cmd", current_jax=True
+    )
+    assert "this project's python" in text and "Not checked yet" not in text

@@ -677,9 +677,7 @@ The figure: training losses logged every 1000 updates, each code's seeds (thin) 
 Ours logs the mean over the 500-update chunk ending at that step, the official main.py the loss of that one update's
 batch, so the official curves are noisier by construction; their levels are what compares.
 
-{"" if current_jax else f"**The official code under this project's pins.** {pins_text(out)}"}
-
-Steps and their wall times (a shared 2-core machine with other jobs running: upper bounds, not speeds):
+{"" if current_jax else f"**The official code under this project's pins.** {pins_text(out)}{chr(10) * 2}"}Steps and their wall times (a shared 2-core machine with other jobs running: upper bounds, not speeds):
 
 {timing_lines or "- none yet"}
 """

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import importlib
 import json
+import os
 import sys
 import traceback
 
@@ -238,7 +239,12 @@ def updated(modules, agent, batch, arrays, batch_name, step, plan):
 
 def one_line(error: Exception) -> str:
     where = traceback.extract_tb(error.__traceback__)[-1]
-    return f"{type(error).__name__}: {error} ({where.filename.split(CHECKOUT)[-1].lstrip('/')}:{where.lineno})"
+    # Named relative to the checkout, or to this project for the harness's own lines: no machine's paths in the doc.
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for root in (CHECKOUT, project):
+        if os.path.abspath(where.filename).startswith(os.path.abspath(root) + os.sep):
+            return f"{type(error).__name__}: {error} ({os.path.relpath(where.filename, root)}:{where.lineno})"
+    return f"{type(error).__name__}: {error} ({os.path.basename(where.filename)}:{where.lineno})"
 
 
 # ---------------------------------------------------------------------------------------------------------------

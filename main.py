@@ -29,7 +29,6 @@ import json
 import shlex
 import sys
 import traceback
-import warnings
 
 import jax
 from absl import app, flags, logging
@@ -39,7 +38,7 @@ import configs
 import envs
 import runner
 from agents.training import NonFiniteLossError
-from envs.generate import DatasetWriteError
+from envs.generate import DatasetWriteError, quiet_known_warnings
 from envs.vector_env import WorkerError
 from runner.checkpoints import CheckpointError
 from runner.config import RUN_OVERRIDES, Options, check_agent_arguments, dry_run_view, resolve, split_agent_name
@@ -47,10 +46,8 @@ from runner.run_dir import ConfigMismatchError
 from runner.run_lock import RunDirLockedError
 from runner.train_loop import EvaluationFailed, RunStopped
 
-# Known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds). Set before the
-# first environment imports MuJoCo (`envs` imports lazily).
-warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing.*")
-warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+# Set before the first environment imports MuJoCo (`envs` imports lazily).
+quiet_known_warnings()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", None, "OGBench task name; default: the preset's task.")

@@ -204,8 +204,8 @@ _DTYPES = {
 
 
 def quiet_known_warnings() -> None:
-    """Hides the start-up noise main.py hides too (no display for GLFW; gymnasium's float32 action bounds), in
-    every process that makes environments; before the first environment imports MuJoCo."""
+    """Hides known, harmless start-up noise (no display for GLFW; gymnasium's float32 action bounds) in every
+    process that makes environments (main.py's too); call it before the first environment imports MuJoCo."""
     warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing.*")
     warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
 

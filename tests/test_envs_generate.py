@@ -239,3 +239,38 @@ def test_a_stopped_generation_leaves_no_final_file_and_keeps_its_finished_episod
     )
     assert f"its {kept_now} finished episodes are kept" in err
     assert "DISPLAY" not in err and "float32" not in err and "Traceback" not in err, err
+
+
+# What scripts/device_packages.sh leaves out of the archive a GPU machine gets (dm_control's wheel alone is over half
+# of what a device call carries): OGBench's environments and oracles must not need it.
+LEFT_OUT_OF_THE_DEVICE_ARCHIVE = (
+    "dm_control.locomotion", "dm_control.suite", "dm_control.blender", "labmaze", "mujoco.studio"
+)  # fmt: skip
+
+
+def test_generation_and_every_study_family_run_without_what_the_device_archive_leaves_out(tmp_path):
+    script = f"""
+import sys, runpy
+LEFT_OUT = {LEFT_OUT_OF_THE_DEVICE_ARCHIVE!r}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if any(name == p or name.startswith(p + ".") for p in LEFT_OUT):
+            raise ImportError(name + " is left out of the device archive")
+sys.meta_path.insert(0, Block())
+from envs.generate import quiet_known_warnings
+quiet_known_warnings()
+from envs.datasets import make_env
+for task in ("cube-single-play-singletask-task2-v0", "scene-play-singletask-task1-v0",
+             "puzzle-3x3-play-singletask-task2-v0"):
+    env = make_env(task)
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(env.action_space.sample())
+sys.argv = ["envs.generate", "--dataset=cube-double-play-v0", "--episodes=1", "--max_episode_steps=20",
+            "--workers=1", "--no_progress", "--dir={tmp_path}"]
+runpy.run_module("envs.generate", run_name="__main__")
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "cube-double-play-v0.npz").exists() and (tmp_path / "cube-double-play-v0-val.npz").exists()

@@ -478,8 +478,9 @@ def study_run(r: ml_collections.ConfigDict) -> None:
 
 # The study's part 2 (docs/study.md): part 1's protocol on OGBench's standard data size, 1000 + 100 generated
 # episodes of 1001 steps per family (the size of OGBench's own files), to test part 1's reason for the hard tasks'
-# 0 % (coverage: 4 and 8 of 200 episodes reach their goals). Its update count is to be calibrated by part 1's rule
-# (the critic's validation / training loss ratio by thirds) on one run at this size; until then it is part 1's.
+# 0 % (coverage: 4 and 8 of 200 episodes reach their goals). Its update count is part 1's 30k, by part 1's rule on
+# one 50k-update run at this size (the critic's validation / training loss ratio by thirds: 0.88, 1.01, 1.34 on
+# cube-double task 2, flat for two thirds and rising in the last, as part 1's 1.52, 1.50, 2.16; docs/study.md).
 STUDY_1000EP_DATASET_EPISODES = 1000
 
 

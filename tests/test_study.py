@@ -339,3 +339,17 @@ def test_goal_coverage_counts_episodes_reaching_the_goal_and_transitions_there()
     terminals = np.array([0, 0, 1, 0, 0, 1, 0, 0, 1])
     assert study.goal_coverage(rewards, terminals) == {"episodes": 3, "reaching": 2, "share": 3 / 9}
     assert study.coverage_table({}) == ["No dataset found."]
+
+
+def test_part_two_names_its_own_preset_and_sees_the_same_cells_finished(study, tmp_path):
+    """`scripts.study --preset=study-1000ep` (part 2): the cells' plan is the study-1000ep sweep's (the same steps, so
+    the same cells count as finished), and the document's commands name that preset and its root."""
+    from scripts import study as study_module
+
+    runs, _, _, part_one = study
+    _, md_path = study_module.write_study(str(runs), str(tmp_path), tasks=(TASK,), seeds=(0, 1), preset="study-1000ep")
+    part_two = open(md_path).read()
+    assert "2 of 2 cells (task × seed) finished" in part_two and "`scripts.sweep --preset=study-1000ep`" in part_two
+    assert f"python -m scripts.sweep --preset=study-1000ep --tasks={TASK} --seeds=0 --root={runs}" in part_two
+    assert "--preset=study-1000ep" not in part_one and f"--preset=study --tasks={TASK} --seeds=0" in part_one
+    assert study_module.sweep_command(TASK, 1, "runs/study-1000ep", "study-1000ep").endswith("--seeds=1")

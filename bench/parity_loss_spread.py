@@ -45,7 +45,8 @@ def restored_run(run_dir: str, step: int | None):
     dataset = device_dataset(train_data, plan.config, placement(1, plan.config.batch_size))
     sample = make_sampler(plan.config, plan.env_name)
     agent = agents.make(plan.agent_name, plan.config)
-    init_key, data_key = jax.random.split(jax.random.PRNGKey(plan.seeds[0]), 4)[:2]  # as runner.session
+    # Only the template's structure matters: the restore replaces every value.
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(0))
     template = jax.jit(agent.init)(init_key, sample(dataset, data_key))
     checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"), read_only=True)
     step = checkpoints.latest_step() if step is None else step

@@ -490,6 +490,16 @@ def study_1000ep_run(r: ml_collections.ConfigDict) -> None:
     r.dataset_dir = f"~/.ogbench/data/qgf-study-{r.dataset_episodes}ep"
 
 
+# Part 2's third rung (docs/study.md, "Part 2"): the paper's γ = 0.999 and its guidance grid on top of a study
+# preset, whose γ = 0.99 and 10× grid were chosen for part 1's 30k updates. Single-task agents only, as the paper's.
+def paper_discount_preset(c: ml_collections.ConfigDict) -> None:
+    if c.get("goal_conditioned", False):
+        return
+    c.discount = 0.999
+    if tuple(c.guidance_weights) == STUDY_GUIDANCE_WEIGHTS:  # Other grids (CFGRL's) stay.
+        c.guidance_weights = PAPER_GUIDANCE_WEIGHTS
+
+
 # Each preset changes the agent config and the run config in place. Presets compose with "+", applied
 # left to right: `scene+size-0.8m` is the scene setting with 4×512 networks.
 PRESETS = {
@@ -500,11 +510,19 @@ PRESETS = {
     "study-1000ep": (study_preset, study_1000ep_run),
     **{family: family_preset(family) for family in FAMILY_SETTINGS},
     **{name: size_preset(width) for name, width in MODEL_SIZES.items()},
+    "paper-discount": (paper_discount_preset, lambda r: None),
 }
 
 
 STUDY_PRESETS = ("study", "study-1000ep")  # Part 1 and part 2 of docs/study.md.
-MODIFIER_PRESETS = (*MODEL_SIZES, *STUDY_PRESETS)
+MODIFIER_PRESETS = (*MODEL_SIZES, *STUDY_PRESETS, "paper-discount")
+
+
+def study_part(preset: str | None) -> str | None:
+    """The study preset among `preset`'s parts (`study-1000ep+size-0.8m`: `study-1000ep`, a rung of part 2),
+    None when it has none: such a preset runs the study's protocol (methods, generated data) with its changes."""
+    parts = [part for part in (preset or "").split("+") if part in STUDY_PRESETS]
+    return parts[-1] if parts else None
 
 
 def preset_parts(preset: str) -> list[str]:

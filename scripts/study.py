@@ -764,7 +764,9 @@ def write_study(
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--preset", default="study", choices=configs.STUDY_PRESETS, help="the study's part: study (1), study-1000ep (2)"
+        "--preset",
+        default="study",
+        help="the study's part: study (1), study-1000ep (2), or a rung of part 2 (`study-1000ep+size-0.8m`)",
     )
     parser.add_argument(
         "--runs", default=None, help="the study's run dirs (scripts.sweep's --root; default: the preset's)"
@@ -778,6 +780,15 @@ def main(argv=None) -> None:
         help="the study's datasets, for the coverage table (default: the preset's; '' to leave it out)",
     )
     args = parser.parse_args(argv)
+    try:
+        configs.preset_parts(args.preset)
+    except configs.ConfigError as error:
+        raise SystemExit(f"error: --preset: {error}") from None
+    if configs.study_part(args.preset) is None:
+        raise SystemExit(
+            f"error: --preset={args.preset} holds no study preset ({', '.join(configs.STUDY_PRESETS)}); "
+            "choose one, alone or joined with modifiers (e.g. study-1000ep+size-0.8m)"
+        )
     args.runs = args.runs or sweep.study_root(args.preset)
     if args.dataset_dir is None:
         args.dataset_dir = configs.get_run_config(args.preset).dataset_dir

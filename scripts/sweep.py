@@ -286,7 +286,7 @@ def plan(args) -> list:
                     train.append(f"--train_steps={args.train_steps}")
                 if args.eval_episodes is not None:
                     train.append(f"--eval_episodes={args.eval_episodes}")
-                if args.preset in configs.STUDY_PRESETS:
+                if configs.study_part(args.preset):
                     train.append("--data=generate")  # The study's dataset size, never OGBench's file.
                 steps = [Step(tuple(train), run, "")]
                 trained = configs.get_config(agent, preset)
@@ -407,7 +407,8 @@ def parse_args(argv=None):
         default=None,
         help="configs preset; default: the task's family preset. `study`: docs/study.md's protocol (family preset + "
         "configs' study preset, the study's methods, generated datasets, runs/study); `study-1000ep`: its part 2, the "
-        "same on 1000 generated episodes (runs/study-1000ep)",
+        "same on 1000 generated episodes (runs/study-1000ep); a study preset joined with modifiers, e.g. "
+        "`study-1000ep+size-0.8m` or `study-1000ep+paper-discount`: part 2's rungs (runs/<preset>)",
     )
     parser.add_argument("--train_steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--eval_episodes", type=int, default=None, help="default: the preset's")
@@ -428,7 +429,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     import configs
 
-    study = args.preset in configs.STUDY_PRESETS
+    study = configs.study_part(args.preset) is not None
     if args.methods is None:
         args.methods = list(STUDY_METHODS if study else METHODS)
     if args.root is None:

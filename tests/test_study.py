@@ -60,6 +60,47 @@ def test_part_two_is_part_one_on_a_thousand_generated_episodes():
         assert "--preset=cube-double+study-1000ep" in job[0].argv and "--data=generate" in job[0].argv
 
 
+def test_part_two_rungs_are_the_study_preset_joined_with_one_change():
+    """Part 2's rungs (issue 28, step 2): `study-1000ep+size-0.8m` and `study-1000ep+paper-discount` change only
+    their rung's settings, and a sweep of them runs the study's methods on its generated data in its own root."""
+    base = configs.get_config("qgf", "cube-double+study-1000ep")
+    wide = configs.get_config("qgf", "cube-double+study-1000ep+size-0.8m")
+    assert {k for k in base if base[k] != wide[k]} == {"actor_hidden_dims", "critic_hidden_dims"}
+    assert wide.actor_hidden_dims == wide.critic_hidden_dims == (512,) * 4
+    far = configs.get_config("qgf", "cube-double+study-1000ep+paper-discount")
+    assert {k for k in base if base[k] != far[k]} == {"discount", "guidance_weights"}
+    assert (far.discount, far.guidance_weights) == (0.999, configs.PAPER_GUIDANCE_WEIGHTS)
+    # CFGRL's own grid stays; a goal-conditioned agent keeps its γ, as under the paper's preset.
+    cfgrl = configs.get_config("cfgrl", "cube-double+study-1000ep")
+    assert configs.get_config("cfgrl", "cube-double+study-1000ep+paper-discount").guidance_weights == (
+        cfgrl.guidance_weights
+    )
+    assert configs.get_config("gcqgf", "study-1000ep+paper-discount").discount == 0.99
+    assert configs.get_run_config("cube-double+study-1000ep+paper-discount") == configs.get_run_config(
+        "cube-double+study-1000ep"
+    )
+    assert [configs.study_part(p) for p in ("study", "study-1000ep+size-0.8m", "size-0.8m", None)] == [
+        "study",
+        "study-1000ep",
+        None,
+        None,
+    ]
+    task = "cube-double-play-singletask-task2-v0"
+    args = sweep.parse_args(["--preset=study-1000ep+paper-discount", f"--tasks={task}", "--seeds=0"])
+    assert args.methods == list(sweep.STUDY_METHODS) and args.root == "runs/study-1000ep+paper-discount"
+    for job in sweep.plan(args):
+        assert "--preset=cube-double+study-1000ep+paper-discount" in job[0].argv and "--data=generate" in job[0].argv
+
+
+def test_study_tables_refuse_a_preset_without_a_study_part(tmp_path, capsys):
+    from scripts import study as study_module
+
+    for preset, expected in (("size-0.8m", "holds no study preset"), ("study-2000ep", "unknown preset")):
+        with pytest.raises(SystemExit) as refused:
+            study_module.main([f"--preset={preset}", f"--out={tmp_path}"])
+        assert expected in str(refused.value) and preset in str(refused.value)
+
+
 def test_a_job_skips_done_steps_and_records_wall_times(tmp_path):
     run = str(tmp_path / "run")
     os.makedirs(run)

@@ -96,8 +96,9 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 class _HeldOutput:
-    """What a block logs through absl and prints to stderr, held back until it ends, then passed on in order
-    (absl records first) unless dropped."""
+    """What a block logs through absl and prints to stderr (exceptions raised where nothing can catch them, e.g. in
+    a collected coroutine's cleanup, included), held back until it ends, then passed on in order (absl records
+    first) unless dropped."""
 
     def __init__(self):
         self.records, self.stderr, self.dropped = [], io.StringIO(), False
@@ -117,11 +118,17 @@ def _held_output():
         held.records.append(record)
         return False
 
+    def write_unraisable(unraisable) -> None:  # what Python's default hook prints, into the held stderr
+        lines = traceback.format_exception(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
+        held.stderr.write(f"{unraisable.err_msg or 'Exception ignored in'}: {unraisable.object!r}\n{''.join(lines)}")
+
     logger.addFilter(hold)
+    unraisable_hook, sys.unraisablehook = sys.unraisablehook, write_unraisable
     try:
         with contextlib.redirect_stderr(held.stderr):
             yield held
     finally:
+        sys.unraisablehook = unraisable_hook
         logger.removeFilter(hold)
         if not held.dropped:
             for record in held.records:

@@ -3,6 +3,7 @@ slice directory, damaged or vanishing checkpoints, out-of-range dataset actions)
 one line. Faults are injected for real: files truncated, replaced or deleted as a disk, a user or another process
 would."""
 
+import gc
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from conftest import TINY_RUN_FLAGS, TINY_TASK, read_csv, run_main
 from test_reliability import FILES, copy_dataset, last_error_line, rewrite_arrays
 
 import envs
+from runner import checkpoints
 from runner.checkpoints import CheckpointDamagedError
 from runner.run_dir import CsvLog
 from runner.seed_runs import SeedRuns
@@ -147,6 +149,42 @@ def test_two_damaged_checkpoints_are_both_named_with_advice_for_both(tmp_path, c
     assert ("evaluat" in capsys.readouterr().out) == read_only  # the warning's fallback: "evaluating step 2"
     assert sorted(os.listdir(directory)) == ["2", "4"]  # nothing deleted before the user says so
     print(message)
+
+
+class _Suspend:
+    def __await__(self):
+        yield
+
+
+async def _cleanup_raises():
+    try:
+        await _Suspend()
+    finally:
+        raise RuntimeError("cleanup of an abandoned read")
+
+
+def _abandon_a_coroutine() -> None:
+    """What a failed orbax restore leaves: a suspended coroutine whose cleanup raises when it is collected."""
+    coroutine = _cleanup_raises()
+    coroutine.send(None)
+    del coroutine
+    gc.collect()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_held_output_holds_exceptions_raised_in_collected_coroutines(capsys):
+    """A failed restore's abandoned orbax reads raise as they are collected, where nothing can catch them: held
+    with the rest of its output, they are dropped with it (the damage is one line) or passed on after the block."""
+    with checkpoints._held_output() as held:
+        _abandon_a_coroutine()
+        held.drop()
+    assert capsys.readouterr().err == ""
+    with checkpoints._held_output():
+        _abandon_a_coroutine()
+        assert capsys.readouterr().err == ""
+    err = capsys.readouterr().err
+    assert "Exception ignored in: <coroutine object _cleanup_raises" in err
+    assert "RuntimeError: cleanup of an abandoned read" in err
 
 
 def test_evaluating_a_run_that_is_still_training_takes_no_deleted_step_for_damage(tmp_path, capsys):

@@ -490,6 +490,15 @@ def study_1000ep_run(r: ml_collections.ConfigDict) -> None:
     r.dataset_dir = f"~/.ogbench/data/qgf-study-{r.dataset_episodes}ep"
 
 
+# Part 2's first rung (docs/study.md, "Part 2"): 3× the study's updates. The study's evaluation every 30k stays, so
+# the run also evaluates at 30k and 60k.
+STUDY_RUNG_TRAIN_STEPS = 90_000
+
+
+def updates_90k_run(r: ml_collections.ConfigDict) -> None:
+    r.train_steps = STUDY_RUNG_TRAIN_STEPS
+
+
 # Part 2's third rung (docs/study.md, "Part 2"): the paper's γ = 0.999 and its guidance grid on top of a study
 # preset, whose γ = 0.99 and 10× grid were chosen for part 1's 30k updates. Single-task agents only, as the paper's.
 def paper_discount_preset(c: ml_collections.ConfigDict) -> None:
@@ -510,12 +519,13 @@ PRESETS = {
     "study-1000ep": (study_preset, study_1000ep_run),
     **{family: family_preset(family) for family in FAMILY_SETTINGS},
     **{name: size_preset(width) for name, width in MODEL_SIZES.items()},
+    "updates-90k": (lambda c: None, updates_90k_run),
     "paper-discount": (paper_discount_preset, lambda r: None),
 }
 
 
 STUDY_PRESETS = ("study", "study-1000ep")  # Part 1 and part 2 of docs/study.md.
-MODIFIER_PRESETS = (*MODEL_SIZES, *STUDY_PRESETS, "paper-discount")
+MODIFIER_PRESETS = (*MODEL_SIZES, *STUDY_PRESETS, "updates-90k", "paper-discount")
 
 
 def study_part(preset: str | None) -> str | None:

@@ -408,7 +408,7 @@ def parse_args(argv=None):
         help="configs preset; default: the task's family preset. `study`: docs/study.md's protocol (family preset + "
         "configs' study preset, the study's methods, generated datasets, runs/study); `study-1000ep`: its part 2, the "
         "same on 1000 generated episodes (runs/study-1000ep); a study preset joined with modifiers, e.g. "
-        "`study-1000ep+size-0.8m` or `study-1000ep+paper-discount`: part 2's rungs (runs/<preset>)",
+        "`study-1000ep+updates-90k+size-0.8m`: part 2's rungs (runs/<preset>)",
     )
     parser.add_argument("--train_steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--eval_episodes", type=int, default=None, help="default: the preset's")

@@ -79,6 +79,10 @@ def test_part_two_rungs_are_the_study_preset_joined_with_one_change():
     assert configs.get_run_config("cube-double+study-1000ep+paper-discount") == configs.get_run_config(
         "cube-double+study-1000ep"
     )
+    longer, run = (configs.get_run_config(f"cube-double+study-1000ep{p}") for p in ("+updates-90k", ""))
+    assert {k for k in run if run[k] != longer[k]} == {"train_steps"}
+    assert (longer.train_steps, longer.eval_every) == (90_000, 30_000)  # also evaluated at 30k and 60k
+    assert configs.get_config("qgf", "cube-double+study-1000ep+updates-90k") == base
     assert [configs.study_part(p) for p in ("study", "study-1000ep+size-0.8m", "size-0.8m", None)] == [
         "study",
         "study-1000ep",

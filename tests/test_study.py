@@ -398,3 +398,31 @@ def test_part_two_names_its_own_preset_and_sees_the_same_cells_finished(study, t
     assert f"python -m scripts.sweep --preset=study-1000ep --tasks={TASK} --seeds=0 --root={runs}" in part_two
     assert "--preset=study-1000ep" not in part_one and f"--preset=study --tasks={TASK} --seeds=0" in part_one
     assert study_module.sweep_command(TASK, 1, "runs/study-1000ep", "study-1000ep").endswith("--seeds=1")
+    # The command that writes the tables again names the preset, and the tasks and seeds that differ from the
+    # part's own (part 2: cube-double and puzzle task 2), in the header and under "Commands" alike.
+    again = f"python -m scripts.study --preset=study-1000ep --runs={runs} --out={tmp_path} --tasks={TASK} --seeds=0,1"
+    assert part_two.count(again) == 2, part_two
+    assert study_module.default_tasks("study-1000ep+size-0.8m") == study_module.PART_TWO_TASKS
+    part_two_defaults = (
+        "runs/study-1000ep",
+        "docs/study-1000ep",
+        "study-1000ep",
+        study_module.PART_TWO_TASKS,
+        (0, 1, 2),
+    )
+    assert study_module.study_command(*part_two_defaults) == "python -m scripts.study --preset=study-1000ep"
+    assert study_module.study_command("runs/study", "docs", "study", study_module.STUDY_TASKS, (0, 1, 2)) == (
+        "python -m scripts.study"
+    )
+
+
+def test_each_part_writes_its_tables_into_its_own_folder(monkeypatch, tmp_path):
+    """Part 2's (or a rung's) tables never land on part 1's docs/study.md: `--out` defaults to docs/<preset>/."""
+    from scripts import study as study_module
+
+    written = []
+    monkeypatch.setattr(study_module, "write_study", lambda *args: written.append(args) or ("csv", "md"))
+    for preset, out in (("study", "docs"), ("study-1000ep", "docs/study-1000ep"), ("study-1000ep+size-0.8m", None)):
+        study_module.main([f"--preset={preset}", f"--runs={tmp_path}", "--dataset_dir="])
+        assert written[-1][1] == (out or os.path.join("docs", preset))
+    assert written[1][2] == list(study_module.PART_TWO_TASKS) and written[0][2] == list(study_module.STUDY_TASKS)

@@ -236,8 +236,14 @@ def test_logs_that_a_full_disk_cannot_close_fail_once_and_leave_nothing_for_exit
 
     runs = SeedRuns([str(tmp_path)], [str(tmp_path)])
     runs.open_logs(0, train=True)
-    runs.writers[0].add_scalar("train/loss", 1.0, 2)
     event_writer = runs.writers[0].file_writer.event_writer  # what the exit hook closes
+    # tensorboardX's writer thread flushes what it holds at once on its first pass, then every 120 s: let that first
+    # pass go by (empty) before the scalar and the full disk, so the close below is the one flush that meets the full
+    # disk (on a busy machine a late first pass took the scalar and failed on its own thread, a second failure).
+    deadline = time.monotonic() + 30
+    while event_writer._worker._next_flush_time == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runs.writers[0].add_scalar("train/loss", 1.0, 2)
 
     def full_disk(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

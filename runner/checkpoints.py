@@ -118,12 +118,9 @@ def _held_output():
         held.records.append(record)
         return False
 
-    def write_unraisable(unraisable) -> None:  # what Python's default hook prints, into the held stderr
-        lines = traceback.format_exception(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
-        held.stderr.write(f"{unraisable.err_msg or 'Exception ignored in'}: {unraisable.object!r}\n{''.join(lines)}")
-
     logger.addFilter(hold)
-    unraisable_hook, sys.unraisablehook = sys.unraisablehook, write_unraisable
+    # Python's own hook prints to sys.stderr, held here (pytest's, e.g., would turn them into warnings instead).
+    unraisable_hook, sys.unraisablehook = sys.unraisablehook, sys.__unraisablehook__
     try:
         with contextlib.redirect_stderr(held.stderr):
             yield held

@@ -6,16 +6,14 @@ the table runner treat it as a separate run. States in memory carry a leading se
 one seed's slice.
 """
 
-import contextlib
-import functools
 import os
 
 import jax
 import jax.numpy as jnp
-from tensorboardX import SummaryWriter
 
 from runner.checkpoints import CheckpointDamagedError, CheckpointError, CheckpointGoneError, Checkpoints
 from runner.run_dir import CsvLog
+from runner.tensorboard_log import TensorBoardLog
 from runner.wandb_logger import ScalarWriters, WandbOptions, WandbWriter, import_wandb
 
 # How often evaluating a run that is still training lists its steps anew when one is deleted while read; each
@@ -122,7 +120,7 @@ class SeedRuns:
         self.train_logs = [CsvLog(f"{d}/train.csv", step) for d in self.train_dirs] if train else []
         self.eval_logs = [CsvLog(f"{d}/eval.csv", step if train else -1) for d in self.out_dirs]
         self.episode_logs = [CsvLog(f"{d}/episodes.csv", step if train else -1) for d in self.out_dirs]
-        self.writers = [SummaryWriter(d) for d in self.out_dirs]
+        self.writers = [TensorBoardLog(d) for d in self.out_dirs]
         if wandb is not None:
             module = import_wandb()
             seed_configs = seed_configs or [{} for _ in self.out_dirs]
@@ -139,39 +137,10 @@ class SeedRuns:
         """Closes the checkpoints and the writers, every one even when one fails (a full disk); then raises the
         first failure."""
         failures = []
-        for close in [c.close for c in self.checkpoints] + [
-            functools.partial(close_writer, w) for w in getattr(self, "writers", [])
-        ]:
+        for close in [c.close for c in self.checkpoints] + [w.close for w in getattr(self, "writers", [])]:
             try:
                 close()
             except Exception as error:
                 failures.append(error)
         if failures:
             raise failures[0]
-
-
-def close_writer(writer) -> None:
-    """Closes a TensorBoard writer (or runner.wandb_logger's ScalarWriters of several). When its last events cannot be
-    written (a full disk), they are given up and its file closed anyway, so that tensorboardX's exit hook, which
-    closes it again, neither fails nor prints tracebacks; the error is raised."""
-    failures = []
-    for one in getattr(writer, "writers", [writer]):
-        try:
-            one.close()
-        except OSError as error:
-            failures.append(error)
-            for file_writer in (getattr(one, "all_writers", None) or {}).values():
-                _abandon(file_writer.event_writer)
-            one.all_writers = one.file_writer = None
-    if failures:
-        raise failures[0]
-
-
-def _abandon(event_writer) -> None:
-    """Ends a tensorboardX EventFileWriter whose flush failed: its thread stopped, its file closed, its pending events
-    dropped, and marked closed (its close() then does nothing)."""
-    event_writer._closed = True
-    with contextlib.suppress(Exception):
-        event_writer._worker.stop()
-    with contextlib.suppress(Exception):  # closes the file even when flushing its buffer fails
-        event_writer._ev_writer._py_recordio_writer._writer.close()

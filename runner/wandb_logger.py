@@ -110,5 +110,13 @@ class ScalarWriters:
             writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
+        """Closes every writer, even when one fails (a full disk under TensorBoard's file); then raises the first
+        failure."""
+        failures = []
         for writer in self.writers:
-            writer.close()
+            try:
+                writer.close()
+            except Exception as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]

@@ -51,21 +51,28 @@ def test_a_tiny_run_leaves_every_artifact(finished_run):
 
 
 def tensorboard_tags(run_dir: str) -> set:
-    """The scalar tags of a run dir's TensorBoard event files (TFRecords of tensorboardX's Event protos)."""
+    """The scalar tags of a run dir's TensorBoard event files."""
+    names = (n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents"))
+    return {
+        value.tag
+        for name in names
+        for event in read_events(os.path.join(run_dir, name))
+        for value in event.summary.value
+    }
+
+
+def read_events(path: str) -> list:
+    """The Event protos of a TensorBoard event file (TFRecords: length, its CRC, the record, its CRC)."""
     import struct
 
     from tensorboardX.proto.event_pb2 import Event
 
-    tags = set()
-    for name in (n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents")):
-        data = open(os.path.join(run_dir, name), "rb").read()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = Event.FromString(data[offset + 12 : offset + 12 + length])
-            tags.update(value.tag for value in event.summary.value)
-            offset += 12 + length + 4
-    return tags
+    data, events, offset = open(path, "rb").read(), [], 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset : offset + 8])
+        events.append(Event.FromString(data[offset + 12 : offset + 12 + length]))
+        offset += 12 + length + 4
+    return events
 
 
 def test_eval_only_reproduces_the_eval_row(finished_run, tmp_path):

@@ -6,6 +6,7 @@ main.py's side of the same (two runs on one run dir, a damaged checkpoint, Ctrl-
 test_reliability.py and test_user_errors.py, which share their runs.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, TINY_TASK
+from test_main import read_events
 from test_reliability import FILES, copy_dataset, rewrite_arrays
 
 import envs
@@ -229,30 +231,70 @@ def test_a_checkpoint_of_other_sizes_is_not_called_damaged(tmp_path):
     assert "(policy/w: saved (64, 32), this run's (64, 16)): it holds another agent state" in str(error.value)
 
 
-def test_logs_that_a_full_disk_cannot_close_fail_once_and_leave_nothing_for_exit(tmp_path, monkeypatch):
-    """The TensorBoard writer's last flush fails on a full disk: closing the run's logs raises that error (main.py's
-    one line) and leaves the writer closed, so tensorboardX's exit hook, which closes it again, prints nothing."""
+def _fill_the_disk(monkeypatch) -> None:
     import errno
-
-    runs = SeedRuns([str(tmp_path)], [str(tmp_path)])
-    runs.open_logs(0, train=True)
-    event_writer = runs.writers[0].file_writer.event_writer  # what the exit hook closes
-    # tensorboardX's writer thread flushes what it holds at once on its first pass, then every 120 s: let that first
-    # pass go by (empty) before the scalar and the full disk, so the close below is the one flush that meets the full
-    # disk (on a busy machine a late first pass took the scalar and failed on its own thread, a second failure).
-    deadline = time.monotonic() + 30
-    while event_writer._worker._next_flush_time == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    runs.writers[0].add_scalar("train/loss", 1.0, 2)
 
     def full_disk(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full_disk)
+
+
+def test_logs_that_a_full_disk_cannot_close_fail_once_and_close_every_file(tmp_path, monkeypatch):
+    """The TensorBoard file's last flush fails on a full disk: closing the run's logs raises that error (main.py's
+    one line), the event file is closed all the same, and a second close does nothing."""
+    import errno
+
+    runs = SeedRuns([str(tmp_path)], [str(tmp_path)])
+    runs.open_logs(0, train=True)
+    writer = runs.writers[0]
+    writer.add_scalar("train/loss", 1.0, 2)
+    opened = open_files_under(tmp_path)
+    assert writer.path in opened
+    _fill_the_disk(monkeypatch)
     with pytest.raises(OSError) as error:
         runs.close()
     assert error.value.errno == errno.ENOSPC
-    event_writer.close()  # the exit hook: no second failure
+    assert writer.path not in open_files_under(tmp_path)
+    writer.close()
+
+
+def test_a_full_disk_while_training_raises_at_the_next_flush_instead_of_hanging(tmp_path, monkeypatch):
+    """tensorboardX's own writer met a full disk on its thread, which died, and its eleventh scalar after that
+    blocked forever on a full queue: a run hung at its next log. Ours writes on the caller's thread: the flush that
+    meets the full disk raises there, and the events written before it are in the file."""
+    import errno
+
+    from runner.tensorboard_log import TensorBoardLog
+
+    writer = TensorBoardLog(str(tmp_path), flush_seconds=3600)
+    for step in range(3):
+        writer.add_scalar("train/loss", float(step), step)
+    writer.flush()
+    _fill_the_disk(monkeypatch)
+    writer.flush_seconds = 0.0  # the next scalar flushes
+    with pytest.raises(OSError) as error:
+        for step in range(3, 15):  # past tensorboardX's queue of ten
+            writer.add_scalar("train/loss", float(step), step)
+    assert error.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        writer.close()
+    assert [(e.step, e.summary.value[0].simple_value) for e in read_events(writer.path)[1:4]] == [
+        (0, 0.0),
+        (1, 1.0),
+        (2, 2.0),
+    ]
+
+
+def open_files_under(directory) -> set:
+    """The paths under `directory` that this process holds open (its /proc/self/fd links)."""
+    paths = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(directory)):
+                paths.add(target)
+    return paths
 
 
 def test_a_full_disk_is_found_before_writing_and_names_the_space_needed(tmp_path, monkeypatch):

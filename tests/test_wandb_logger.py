@@ -75,6 +75,30 @@ def test_scalar_writers_fan_out_and_close_all():
     assert a.calls == b.calls == [("eval/success", 0.5, 10), "closed"]
 
 
+def test_scalar_writers_close_the_others_when_one_cannot_close():
+    """TensorBoard's file on a full disk fails to close: the W&B run beside it is finished all the same, and the
+    first failure is raised."""
+    import errno
+
+    closed = []
+
+    class Writer:
+        def __init__(self, name, error=None):
+            self.name, self.error = name, error
+
+        def close(self):
+            closed.append(self.name)
+            if self.error:
+                raise self.error
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    writers = ScalarWriters([Writer("tensorboard", full), Writer("wandb"), Writer("other", ValueError("second"))])
+    with pytest.raises(OSError) as error:
+        writers.close()
+    assert error.value is full
+    assert closed == ["tensorboard", "wandb", "other"]
+
+
 def test_missing_or_old_wandb_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     with pytest.raises(configs.ConfigError, match=r"pip install wandb"):

@@ -260,9 +260,9 @@ def test_logs_that_a_full_disk_cannot_close_fail_once_and_close_every_file(tmp_p
 
 
 def test_a_full_disk_while_training_raises_at_the_next_flush_instead_of_hanging(tmp_path, monkeypatch):
-    """tensorboardX's own writer met a full disk on its thread, which died, and its eleventh scalar after that
-    blocked forever on a full queue: a run hung at its next log. Ours writes on the caller's thread: the flush that
-    meets the full disk raises there, and the events written before it are in the file."""
+    """tensorboardX's own writer met a full disk on its thread, which died, and the scalars after that filled its
+    queue of ten and then blocked forever: a run hung at its next log. Ours writes on the caller's thread: the flush
+    that meets the full disk raises there, and the events written before it are in the file."""
     import errno
 
     from runner.tensorboard_log import TensorBoardLog

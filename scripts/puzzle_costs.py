@@ -95,6 +95,14 @@ def break_even_steps(wrong: list, gamma: float, longest: int = 1000) -> int | No
     return next((t for t in range(1, longest + 1) if solving_cost(wrong, t, gamma) > stay), None)
 
 
+def start_and_goal(env_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A single-task puzzle's button states at its start and at its goal (OGBench's task list)."""
+    env = make_env(env_name)
+    task = env.unwrapped.task_infos[parse_name(env_name).task_id - 1]
+    env.close()
+    return task["init_button_states"].astype(int), task["goal_button_states"].astype(int)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="puzzle-3x3-play-singletask-task2-v0")
@@ -108,8 +116,7 @@ def main() -> None:
         # Larger boards need too many presses to enumerate their orders (4x4 tasks take up to 16).
         raise SystemExit(f"error: --env={args.env} is not a puzzle-3x3 task, e.g. puzzle-3x3-play-singletask-task2-v0")
     rows, cols = 3, 3
-    task = make_env(args.env).unwrapped.task_infos[name.task_id - 1]
-    start, goal = task["init_button_states"].astype(int), task["goal_button_states"].astype(int)
+    start, goal = start_and_goal(args.env)
     path = os.path.expanduser(dataset_paths(args.env, args.dataset_dir)[0])
     if not os.path.exists(path):
         raise SystemExit(

@@ -196,6 +196,34 @@ def paired_difference(a: dict, b: dict, metric: str) -> dict | None:
     }
 
 
+def held_start_counts(evaluations: dict, task: str, start_reward: float) -> dict:
+    """{(method, seed, weight): (episodes whose return is `start_reward` held for every step, episodes)} over both
+    episode sets of `task`'s last evaluations. On a puzzle that is a puzzle left untouched: any press changes the
+    lights wrong for the steps it lasts, barring one that leaves their number unchanged."""
+    counts = {}
+    for (t, method, seed, _), (path, _) in evaluations.items():
+        if t != task:
+            continue
+        for r in episode_outcomes(path):
+            key = (method, seed, float(r["guidance_weight"]))
+            held = math.isclose(float(r["return"]), start_reward * float(r["length"]), abs_tol=1e-6)
+            n_held, n = counts.get(key, (0, 0))
+            counts[key] = (n_held + held, n + 1)
+    return counts
+
+
+def puzzle_start_reward(task: str) -> float | None:
+    """A single-task puzzle's reward at its start (minus the lights that differ from the goal); None for a task of
+    another family."""
+    name = envs.parse_name(task)
+    if not (name.family.startswith("puzzle") and name.singletask and name.task_id):
+        return None
+    from scripts.puzzle_costs import start_and_goal
+
+    start, goal = start_and_goal(task)
+    return -float(np.sum(start != goal))
+
+
 def critic_curves(root: str) -> dict:
     """{(task, agent, seed): {"steps": [...], "loss": [...], "train_steps": n}}: val/critic/loss of every training
     run under `root` (scripts.sweep's layout <task>/<agent>/seed<S>) that has logged one."""
@@ -416,6 +444,37 @@ def one_weight_table(success: dict, tasks: list, method: str = QGF) -> list:
         f"The one weight of highest held-out success averaged over these {len(per_task)} task(s): w = {shared:g}. "
         "Each task's own held-out choice: " + ", ".join(f"{t}: {weight_text(method, w)}" for t, w in own.items()) + ".",
     ]
+    return lines
+
+
+def held_start_table(counts: dict, seeds: list) -> list:
+    """Per method, episodes that held the start over every weight and both episode sets, per seed and in all; then
+    per weight for the methods with a weight sweep."""
+    methods = table.ordered_methods({(None, m): None for m, _, _ in counts})
+
+    def total(method: str, seed=None, weight=None) -> str:
+        found = [
+            c
+            for (m, s, w), c in counts.items()
+            if m == method and (seed is None or s == seed) and (weight is None or w == weight)
+        ]
+        return f"{sum(h for h, _ in found)} of {sum(n for _, n in found)}" if found else "—"
+
+    lines = [
+        "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | all |",
+        "|---" * (len(seeds) + 2) + "|",
+        *[f"| {table.method_label(m)} | " + " | ".join(total(m, s) for s in seeds) + f" | {total(m)} |"
+          for m in methods],
+    ]  # fmt: skip
+    swept = [m for m in methods if len({w for mm, _, w in counts if mm == m}) > 1]
+    weights = sorted({w for m, _, w in counts if m in swept})
+    if swept:
+        lines += [
+            "",
+            "| weight | " + " | ".join(table.method_label(m) for m in swept) + " |",
+            "|---" * (len(swept) + 1) + "|",
+            *[f"| {w:g} | " + " | ".join(total(m, weight=w) for m in swept) + " |" for w in weights],
+        ]
     return lines
 
 
@@ -701,6 +760,20 @@ def generate(
         lines.append(f"![success against guidance weight, {task}](study/{name})")
     if with_data:
         plot_success_vs_flops(os.path.join(figures, "success_vs_flops.png"), cells["success"], with_data)
+    for task in with_data:
+        start_reward = puzzle_start_reward(task)
+        counts = held_start_counts(evaluations, task, start_reward) if start_reward is not None else {}
+        if counts:
+            lines += [
+                "",
+                f"## Puzzle left untouched: {task}",
+                "",
+                f"Episodes whose return is the start's reward ({start_reward:g}: lights wrong at the start) held for "
+                "every step, that is, no button pressed (barring a press that leaves the number of wrong lights "
+                "unchanged), over every weight and both episode sets (episodes.csv of the last evaluations).",
+                "",
+                *held_start_table(counts, seeds),
+            ]
     lines += [
         "",
         "## One guidance weight across tasks",

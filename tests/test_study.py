@@ -426,3 +426,30 @@ def test_each_part_writes_its_tables_into_its_own_folder(monkeypatch, tmp_path):
         study_module.main([f"--preset={preset}", f"--runs={tmp_path}", "--dataset_dir="])
         assert written[-1][1] == (out or os.path.join("docs", preset))
     assert written[1][2] == list(study_module.PART_TWO_TASKS) and written[0][2] == list(study_module.STUDY_TASKS)
+
+
+PUZZLE = "puzzle-3x3-play-singletask-task2-v0"  # Starts with one light wrong: 200 steps untouched return −200.
+HELD, PRESSED = (0.0, -200.0), (0.0, -260.0)
+
+
+def test_study_counts_the_puzzle_episodes_left_untouched(study, tmp_path):
+    """Per method and seed over every weight and both episode sets, then per weight: episodes whose return is the
+    start's reward held for every step. Only puzzle tasks get the table (a cube task's −200 is no such sign)."""
+    from scripts import study as study_module
+
+    runs = tmp_path / "runs"
+    run = write_training_run(runs, PUZZLE, "qgf", 0, [1.0])
+    reported, heldout = sweep.reported_reset_seed(0), sweep.heldout_reset_seed(0)
+    write_evaluation(run, "qgf", 1, reported, {0.1: [HELD, PRESSED, WIN, HELD], 0.4: [HELD] * 4}, 1e6)
+    write_evaluation(sweep.eval_dir(run, "qgf", 1, heldout), "qgf", 1, heldout,
+                     {0.1: [PRESSED] * 4, 0.4: [HELD, HELD, HELD, PRESSED]}, 1e6)  # fmt: skip
+    write_evaluation(sweep.eval_dir(run, "none", 1, reported), "none", 1, reported,
+                     {0.0: [PRESSED, HELD, PRESSED, PRESSED]}, 1e6)  # fmt: skip
+    _, md_path = study_module.write_study(str(runs), str(tmp_path / "docs"), tasks=(PUZZLE,), seeds=(0,))
+    text = open(md_path).read()
+    assert f"## Puzzle left untouched: {PUZZLE}" in text and "start's reward (-1: " in text
+    assert "| QGF | 9 of 16 | 9 of 16 |" in text and "| BC | 1 of 4 | 1 of 4 |" in text
+    assert "| 0.1 | 2 of 8 |" in text and "| 0.4 | 7 of 8 |" in text
+    assert "Puzzle left untouched" not in study[3]  # the cube task's losses return −200 too
+    assert study_module.puzzle_start_reward("puzzle-3x3-play-singletask-task1-v0") == -6.0
+    assert study_module.puzzle_start_reward(TASK) is None

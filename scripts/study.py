@@ -196,6 +196,34 @@ def paired_difference(a: dict, b: dict, metric: str) -> dict | None:
     }
 
 
+def evaluations_during_training(root: str) -> dict:
+    """{(task, method, seed): {step: {weight: (success, return)}}}: every training run's own evaluations (its
+    eval.csv, all-task rows, reported episodes) where it has evaluated at more than one step."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(root), "*", "*", "seed*", "eval.csv"))):
+        run = os.path.dirname(path)
+        if not os.path.exists(os.path.join(run, "config.json")):
+            continue
+        with open(os.path.join(run, "config.json")) as f:
+            config = json.load(f)
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("task", "all") == "all"]
+        by_step = {}
+        for r in rows:
+            weights = by_step.setdefault(int(float(r["step"])), {})
+            weights[float(r["guidance_weight"])] = (float(r["success"]), float(r["return"]))
+        if len(by_step) > 1:
+            agent_config = config.get("agent_config", {})
+            method = table.method_name(
+                config["agent"],
+                agent_config.get("estimator", "none"),
+                int(agent_config.get("best_of_n", 1)),
+                agent_config.get("grad_steps", 0),
+            )
+            found[(config["env"], method, int(config["seed"]))] = by_step
+    return found
+
+
 def held_start_counts(evaluations: dict, task: str, start_reward: float) -> dict:
     """{(method, seed, weight): (episodes whose return is `start_reward` held for every step, episodes)} over both
     episode sets of `task`'s last evaluations. On a puzzle that is a puzzle left untouched: any press changes the
@@ -424,9 +452,14 @@ def one_weight_table(success: dict, tasks: list, method: str = QGF) -> list:
         values = [s[role][weight] for s in per_task[task].values() if weight in s.get(role, {})]
         return 100 * float(np.mean(values)) if values else float("nan")
 
+    def mean_over_tasks(role: str, weight: float) -> float:
+        known = [v for v in (mean_over_seeds(t, role, weight) for t in per_task) if not math.isnan(v)]
+        return float(np.mean(known)) if known else float("nan")
+
     weights = sorted(set().union(*(s.get("reported", {}) for seeds in per_task.values() for s in seeds.values())))
-    heldout_mean = {w: float(np.nanmean([mean_over_seeds(t, "heldout", w) for t in per_task])) for w in weights}
-    shared = max(weights, key=lambda w: (np.nan_to_num(heldout_mean[w], nan=-1.0), -w))
+    heldout_mean = {w: mean_over_tasks("heldout", w) for w in weights}
+    judged = [w for w in weights if not math.isnan(heldout_mean[w])]
+    shared = max(judged, key=lambda w: (heldout_mean[w], -w)) if judged else None
     lines = [
         "| weight | " + " | ".join(per_task) + " | mean over tasks |",
         "|---" * (len(per_task) + 2) + "|",
@@ -435,16 +468,35 @@ def one_weight_table(success: dict, tasks: list, method: str = QGF) -> list:
         reported = [percent(mean_over_seeds(t, "reported", w)) for t in per_task]
         heldout = [percent(mean_over_seeds(t, "heldout", w)) for t in per_task]
         cells = " | ".join(f"{r} ({h})" for r, h in zip(reported, heldout, strict=True))
-        reported_mean = float(np.nanmean([mean_over_seeds(t, "reported", w) for t in per_task]))
+        reported_mean = mean_over_tasks("reported", w)
         mark = " ◀ shared choice" if w == shared else ""
         lines.append(f"| {w:g}{mark} | {cells} | {percent(reported_mean)} ({percent(heldout_mean[w])}) |")
     own = {t: table.choose_weight(method, per_task[t]) for t in per_task}
+    choice = f"w = {shared:g}" if shared is not None else "none yet (no held-out evaluation)"
     lines += [
         "",
-        f"The one weight of highest held-out success averaged over these {len(per_task)} task(s): w = {shared:g}. "
+        f"The one weight of highest held-out success averaged over these {len(per_task)} task(s): {choice}. "
         "Each task's own held-out choice: " + ", ".join(f"{t}: {weight_text(method, w)}" for t, w in own.items()) + ".",
     ]
     return lines
+
+
+def during_training_table(by_step: dict) -> list:
+    """Rows weight, columns step: success (%) and mean return of one run's own evaluations."""
+    steps = sorted(by_step)
+    weights = sorted(set().union(*(by_step[s] for s in steps)))
+
+    def cell(step: int, weight: float) -> str:
+        if weight not in by_step[step]:
+            return "—"
+        success, ret = by_step[step][weight]
+        return f"{100 * success:.1f} ({ret:.1f})"
+
+    return [
+        "| weight | " + " | ".join(f"step {s}" for s in steps) + " |",
+        "|---" * (len(steps) + 1) + "|",
+        *[f"| {w:g} | " + " | ".join(cell(s, w) for s in steps) + " |" for w in weights],
+    ]
 
 
 def held_start_table(counts: dict, seeds: list) -> list:
@@ -774,6 +826,18 @@ def generate(
                 "",
                 *held_start_table(counts, seeds),
             ]
+    during = {k: v for k, v in evaluations_during_training(runs).items() if k[0] in with_data}
+    if during:
+        lines += [
+            "",
+            "## Evaluations during training",
+            "",
+            "Runs that evaluated at more than one step (`eval_every` below the training steps): success (%) and, in "
+            "parentheses, mean return of the run's own evaluation at each step, on its reported episodes (the same "
+            "reset seeds at every step).",
+        ]
+        for (task, method, seed), by_step in sorted(during.items()):
+            lines += ["", f"{task}, {table.method_label(method)}, seed {seed}:", "", *during_training_table(by_step)]
     lines += [
         "",
         "## One guidance weight across tasks",

@@ -453,3 +453,27 @@ def test_study_counts_the_puzzle_episodes_left_untouched(study, tmp_path):
     assert "Puzzle left untouched" not in study[3]  # the cube task's losses return −200 too
     assert study_module.puzzle_start_reward("puzzle-3x3-play-singletask-task1-v0") == -6.0
     assert study_module.puzzle_start_reward(TASK) is None
+
+
+def test_study_shows_a_run_evaluated_at_several_steps_step_by_step(tmp_path):
+    """A run whose eval.csv holds several steps (eval_every below its training steps, as part 2's updates-90k rung):
+    success and return per weight at each step, from the one run."""
+    from scripts import study as study_module
+
+    runs = tmp_path / "runs"
+    run = write_training_run(runs, TASK, "qgf", 0, [1.0])
+    write_evaluation(run, "qgf", 1, sweep.reported_reset_seed(0), {0.1: [WIN, LOSS, LOSS, LOSS]}, 1e6)
+    with open(os.path.join(run, "eval.csv")) as f:
+        rows = list(csv.DictReader(f))
+    earlier = [{**r, "step": TRAIN_STEPS // 3, "success": 0.0, "return": -200.0} for r in rows]
+    with open(os.path.join(run, "eval.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, EVAL_FIELDS)
+        writer.writeheader()
+        writer.writerows(earlier + rows)
+    _, md_path = study_module.write_study(str(runs), str(tmp_path / "docs"), tasks=(TASK,), seeds=(0,))
+    text = open(md_path).read()
+    assert f"{TASK}, QGF, seed 0:" in text
+    assert f"| weight | step {TRAIN_STEPS // 3} | step {TRAIN_STEPS} |" in text
+    assert "| 0.1 | 0.0 (-200.0) | 25.0 (-162.5) |" in text
+    # No held-out evaluation yet: the one-weight table names no shared choice (it marked the smallest weight).
+    assert "none yet (no held-out evaluation)" in text and "◀ shared choice" not in text

@@ -12,8 +12,9 @@ Reads whatever the study (`python -m scripts.sweep --preset=study --tasks=<task>
   title and the markers when missing; everything outside the markers is kept byte for byte): finished and
   missing cells, success and return per task and method at the weight chosen on held-out episodes beside the
   paper's optimistic per-seed best (scripts.table's choice), paired differences of QGF against every other method
-  on the same reset seeds (episodes.csv), FLOPs per decision, the critics' validation losses, wall times and the
-  commands; its figures go to `<out>/study/`.
+  on the same reset seeds (episodes.csv), successes counted over every weight and both episode sets (and, on a
+  puzzle, the episodes that left it untouched), the evaluations of runs evaluated at several steps, FLOPs per
+  decision, the critics' validation losses, wall times and the commands; its figures go to `<out>/study/`.
 """
 
 import argparse
@@ -224,20 +225,29 @@ def evaluations_during_training(root: str) -> dict:
     return found
 
 
-def held_start_counts(evaluations: dict, task: str, start_reward: float) -> dict:
-    """{(method, seed, weight): (episodes whose return is `start_reward` held for every step, episodes)} over both
-    episode sets of `task`'s last evaluations. On a puzzle that is a puzzle left untouched: any press changes the
-    lights wrong for the steps it lasts, barring one that leaves their number unchanged."""
+def episode_counts(evaluations: dict, task: str, counted) -> dict:
+    """{(method, seed, weight): (episodes for which `counted(row)` holds, episodes)} over both episode sets of
+    `task`'s last evaluations (episodes.csv rows)."""
     counts = {}
     for (t, method, seed, _), (path, _) in evaluations.items():
         if t != task:
             continue
         for r in episode_outcomes(path):
             key = (method, seed, float(r["guidance_weight"]))
-            held = math.isclose(float(r["return"]), start_reward * float(r["length"]), abs_tol=1e-6)
-            n_held, n = counts.get(key, (0, 0))
-            counts[key] = (n_held + held, n + 1)
+            n_counted, n = counts.get(key, (0, 0))
+            counts[key] = (n_counted + bool(counted(r)), n + 1)
     return counts
+
+
+def succeeded(row: dict) -> bool:
+    return float(row["success"]) > 0
+
+
+def held_the_start(start_reward: float):
+    """Whether an episode's return is `start_reward` held for every step. On a puzzle that is a puzzle left
+    untouched: any press changes the lights wrong for the steps it lasts, barring one that leaves their number
+    unchanged."""
+    return lambda row: math.isclose(float(row["return"]), start_reward * float(row["length"]), abs_tol=1e-6)
 
 
 def puzzle_start_reward(task: str) -> float | None:
@@ -499,9 +509,9 @@ def during_training_table(by_step: dict) -> list:
     ]
 
 
-def held_start_table(counts: dict, seeds: list) -> list:
-    """Per method, episodes that held the start over every weight and both episode sets, per seed and in all; then
-    per weight for the methods with a weight sweep."""
+def count_table(counts: dict, seeds: list) -> list:
+    """Per method, episode_counts' counts over every weight and both episode sets, per seed and in all; then per
+    weight for the methods with a weight sweep."""
     methods = table.ordered_methods({(None, m): None for m, _, _ in counts})
 
     def total(method: str, seed=None, weight=None) -> str:
@@ -813,18 +823,26 @@ def generate(
     if with_data:
         plot_success_vs_flops(os.path.join(figures, "success_vs_flops.png"), cells["success"], with_data)
     for task in with_data:
+        lines += [
+            "",
+            f"## Successes over every weight and both episode sets: {task}",
+            "",
+            "Episodes that succeeded, counted in every evaluation's episodes.csv (the last one of each method and "
+            "episode set): the rare successes that the held-out choice above can miss.",
+            "",
+            *count_table(episode_counts(evaluations, task, succeeded), seeds),
+        ]
         start_reward = puzzle_start_reward(task)
-        counts = held_start_counts(evaluations, task, start_reward) if start_reward is not None else {}
-        if counts:
+        if start_reward is not None:
             lines += [
                 "",
                 f"## Puzzle left untouched: {task}",
                 "",
                 f"Episodes whose return is the start's reward ({start_reward:g}: lights wrong at the start) held for "
                 "every step, that is, no button pressed (barring a press that leaves the number of wrong lights "
-                "unchanged), over every weight and both episode sets (episodes.csv of the last evaluations).",
+                "unchanged), over every weight and both episode sets.",
                 "",
-                *held_start_table(counts, seeds),
+                *count_table(episode_counts(evaluations, task, held_the_start(start_reward)), seeds),
             ]
     during = {k: v for k, v in evaluations_during_training(runs).items() if k[0] in with_data}
     if during:

@@ -432,9 +432,10 @@ PUZZLE = "puzzle-3x3-play-singletask-task2-v0"  # Starts with one light wrong: 2
 HELD, PRESSED = (0.0, -200.0), (0.0, -260.0)
 
 
-def test_study_counts_the_puzzle_episodes_left_untouched(study, tmp_path):
-    """Per method and seed over every weight and both episode sets, then per weight: episodes whose return is the
-    start's reward held for every step. Only puzzle tasks get the table (a cube task's −200 is no such sign)."""
+def test_study_counts_successes_and_the_puzzle_episodes_left_untouched(study, tmp_path):
+    """Per method and seed over every weight and both episode sets, then per weight: episodes that succeeded, and
+    episodes whose return is the start's reward held for every step. Only puzzle tasks get the second table (a cube
+    task's −200 is no such sign)."""
     from scripts import study as study_module
 
     runs = tmp_path / "runs"
@@ -450,7 +451,11 @@ def test_study_counts_the_puzzle_episodes_left_untouched(study, tmp_path):
     assert f"## Puzzle left untouched: {PUZZLE}" in text and "start's reward (-1: " in text
     assert "| QGF | 9 of 16 | 9 of 16 |" in text and "| BC | 1 of 4 | 1 of 4 |" in text
     assert "| 0.1 | 2 of 8 |" in text and "| 0.4 | 7 of 8 |" in text
+    assert "| QGF | 1 of 16 | 1 of 16 |" in text and "| 0.1 | 1 of 8 |" in text  # successes, before the untouched
+    assert text.index("## Successes over every weight") < text.index("## Puzzle left untouched")
     assert "Puzzle left untouched" not in study[3]  # the cube task's losses return −200 too
+    # The cube fixture's successes: QGF per seed 5 reported + 2 held-out of 16; seed 2 has not evaluated.
+    assert "| QGF | 7 of 16 | 7 of 16 | — | 14 of 32 |" in study[3]
     assert study_module.puzzle_start_reward("puzzle-3x3-play-singletask-task1-v0") == -6.0
     assert study_module.puzzle_start_reward(TASK) is None
 

@@ -512,6 +512,8 @@ def during_training_table(by_step: dict) -> list:
 def count_table(counts: dict, seeds: list) -> list:
     """Per method, episode_counts' counts over every weight and both episode sets, per seed and in all; then per
     weight for the methods with a weight sweep."""
+    if not counts:
+        return ["No episodes.csv in these evaluations (runs before commit 58b68d9 wrote none)."]
     methods = table.ordered_methods({(None, m): None for m, _, _ in counts})
 
     def total(method: str, seed=None, weight=None) -> str:

@@ -213,15 +213,8 @@ def evaluations_during_training(root: str) -> dict:
         for r in rows:
             weights = by_step.setdefault(int(float(r["step"])), {})
             weights[float(r["guidance_weight"])] = (float(r["success"]), float(r["return"]))
-        if len(by_step) > 1:
-            agent_config = config.get("agent_config", {})
-            method = table.method_name(
-                config["agent"],
-                agent_config.get("estimator", "none"),
-                int(agent_config.get("best_of_n", 1)),
-                agent_config.get("grad_steps", 0),
-            )
-            found[(config["env"], method, int(config["seed"]))] = by_step
+        if len(by_step) > 1 and "estimator" in config.get("agent_config", {}):
+            found[(config["env"], table.own_method(config), int(config["seed"]))] = by_step
     return found
 
 

@@ -85,10 +85,15 @@ def own_evaluation(directory: str, config: dict):
         steps = [int(float(r["step"])) for r in csv.DictReader(f)]
     if not steps or max(steps) != run["train_steps"]:
         return None  # Unfinished.
-    name = method_name(
+    return own_method(config), path
+
+
+def own_method(config: dict) -> str:
+    """The method a training run evaluates itself with (its config's estimator and best-of-N)."""
+    agent_config = config["agent_config"]
+    return method_name(
         config["agent"], agent_config["estimator"], int(agent_config["best_of_n"]), agent_config.get("grad_steps", 0)
     )
-    return name, path
 
 
 def evaluations(root: str):

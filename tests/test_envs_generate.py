@@ -221,6 +221,8 @@ def test_a_stopped_generation_leaves_no_final_file_and_keeps_its_finished_episod
         stderr=subprocess.PIPE,
         text=True,
         env={key: value for key, value in os.environ.items() if key != "DISPLAY"},
+        # A pytest-xdist worker ignores SIGINT and a child inherits that: Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout.readline().startswith("Generating")
     kept = gen.episodes_dir(str(tmp_path), "cube-single-play-v0", 0, 100)

@@ -304,14 +304,52 @@ def cell_status(root: str, task: str, seed: int, preset: str = "study") -> tuple
     return False, "; ".join([f"{done} of {len(steps)} steps done", *notes])
 
 
+def training_loop_seconds(run: str, up_to: int | None = None) -> float | None:
+    """The training loop's wall time for the updates a run's train.csv keeps (up to step `up_to`): the sum over
+    its rows of the steps since the previous row over the row's steps/s. Each rate is timed from the previous log
+    (or from its attempt's start), so the sum covers the chunks, compiles, validations, saves and evaluations
+    during training of every attempt; not the data loading, the evaluation after the last row, nor updates a stop
+    threw away between a save and the next log. None without rates."""
+    path = os.path.join(run, "train.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("steps_per_s")]
+    previous, seconds = 0, 0.0
+    for r in rows:
+        step = int(float(r["step"]))
+        if up_to is not None and step > up_to:
+            break
+        seconds += (step - previous) / float(r["steps_per_s"])
+        previous = step
+    return seconds if rows else None
+
+
+def training_seconds(run: str, record: dict) -> tuple[float, str]:
+    """A training step's wall time from its step_times.csv row, and a mark: "" when it ran in one attempt; "†"
+    when it resumed from a checkpoint (its last attempt plus train.csv's time for the updates before it, see
+    `training_loop_seconds`); "‡" for a row recorded before scripts.sweep wrote `from_step` whose train.csv sums
+    to more than the row (a resumed run: train.csv's time alone, without its data loading and final evaluation)."""
+    seconds, from_step = float(record["seconds"]), record.get("from_step") or ""
+    if from_step:
+        earlier = training_loop_seconds(run, up_to=int(from_step)) or 0.0
+        return seconds + earlier, "†" if int(from_step) else ""
+    loop = training_loop_seconds(run)
+    return (loop, "‡") if loop is not None and loop > seconds else (seconds, "")
+
+
 def cell_wall_times(root: str, task: str, seed: int) -> dict:
-    """{"train": {agent: s}, "eval": s, "evals": n} from the cell's step_times.csv files (scripts.sweep)."""
-    times = {"train": {}, "eval": 0.0, "evals": 0}
+    """{"train": {agent: s}, "marks": {agent: mark}, "eval": s, "evals": n} from the cell's step_times.csv files
+    (scripts.sweep); the marks say how a resumed training step was timed (`training_seconds`)."""
+    times = {"train": {}, "marks": {}, "eval": 0.0, "evals": 0}
     directory = os.path.join(root, task)
     for agent in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-        for r in step_times(sweep.run_dir(root, task, agent, seed)):
+        run = sweep.run_dir(root, task, agent, seed)
+        for r in step_times(run):
             if r["output"] == "train":  # The training step includes the run's own final evaluation.
-                times["train"][agent] = times["train"].get(agent, 0.0) + float(r["seconds"])
+                seconds, mark = training_seconds(run, r)
+                times["train"][agent] = times["train"].get(agent, 0.0) + seconds
+                times["marks"][agent] = times["marks"].get(agent, "") + mark
             else:
                 times["eval"] += float(r["seconds"])
                 times["evals"] += 1
@@ -588,9 +626,10 @@ def wall_table(root: str, tasks: list, seeds: list) -> list:
     for (task, seed), v in cells.items():
         train = [v["train"].get(a) for a in agents]
         total = sum(x for x in train if x) + v["eval"]
+        marks = [v["marks"].get(a, "") for a in agents]
         lines.append(
             f"| {task} | {seed} | "
-            + " | ".join("—" if x is None else minutes(x) for x in train)
+            + " | ".join("—" if x is None else minutes(x) + m for x, m in zip(train, marks, strict=True))
             + f" | {minutes(v['eval'])} ({v['evals']}) | {minutes(total)} |"
         )
         for a in agents:
@@ -893,9 +932,12 @@ def generate(
         "",
         "## Wall times",
         "",
-        "Per cell, from the run dirs' step_times.csv (scripts.sweep times each step it runs; a step interrupted "
-        "and resumed counts its last attempt only). Training includes loading the data, compiling and the run's own "
-        "final evaluation; evaluations are the `--eval_only` steps (their number in parentheses).",
+        "Per cell, from the run dirs' step_times.csv (scripts.sweep times each step it runs). Training includes "
+        "loading the data, compiling and the run's own evaluations; evaluations are the `--eval_only` steps (their "
+        "number in parentheses). A training step cut and resumed is marked: † its last attempt plus the training "
+        "loop's time for the updates before it, from train.csv (the steps per second of each log interval); ‡ "
+        "(recorded before scripts.sweep noted where an attempt started) train.csv's time alone, without loading "
+        "the data or the final evaluation. Neither counts the work a cut threw away.",
         "",
         *wall_table(runs, tasks, seeds),
         "",

@@ -146,10 +146,16 @@ class Step:
         try:
             with open(os.path.join(self.run, "config.json")) as f:
                 train_steps = json.load(f)["run"]["train_steps"]
-            saved = [int(n) for n in os.listdir(os.path.join(self.run, "checkpoints")) if n.isdigit()]
         except (OSError, KeyError, ValueError):
             return False
-        return bool(saved) and max(saved) >= train_steps
+        return self.saved_step() >= train_steps > 0
+
+    def saved_step(self) -> int:
+        """The run's latest checkpoint's step (where its training resumes), 0 when it has none."""
+        try:
+            return max((int(n) for n in os.listdir(os.path.join(self.run, "checkpoints")) if n.isdigit()), default=0)
+        except OSError:
+            return 0
 
     def command(self) -> str:
         return shlex.join(self.argv)
@@ -186,13 +192,13 @@ class Job:
             if step.done():
                 continue
             print(f"+ {step.command()}", flush=True)
-            start = time.time()
+            start, from_step = time.time(), "" if step.output else step.saved_step()
             self.running = subprocess.Popen(step.argv, cwd=ROOT)
             status = self.running.wait()
             self.running = None
             if status != 0:
                 raise StepFailed(f"{step.command()} exited with status {status}")
-            record_step_time(step, time.time() - start)
+            record_step_time(step, time.time() - start, from_step)
             ran.append(step.command())
         return ran
 
@@ -219,15 +225,35 @@ def stop_and_wait(process, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def record_step_time(step: Step, seconds: float) -> None:
+STEP_TIME_FIELDS = ["output", "seconds", "finished", "command", "from_step"]
+
+
+def record_step_time(step: Step, seconds: float, from_step: int | str = "") -> None:
+    """Appends a finished step's row to its run dir's step_times.csv. `from_step` is the checkpoint a training step
+    started from (0 for a fresh run): a resumed step's seconds are its last attempt's only, and the study adds the
+    time of the updates before it from train.csv. A file written before that column existed gets it first (its old
+    rows empty), rewritten atomically."""
     path = os.path.join(step.run, "step_times.csv")
-    new = not os.path.exists(path)
+    rows, current = [], False
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            current = reader.fieldnames == STEP_TIME_FIELDS
+            rows = [] if current else list(reader)
+    output = os.path.relpath(step.output, step.run) if step.output else "train"
+    finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+    row = {"output": output, "seconds": f"{seconds:.3f}", "finished": finished, "command": step.command(),
+           "from_step": from_step}  # fmt: skip
+    if not current:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, STEP_TIME_FIELDS, restval="")
+            writer.writeheader()
+            writer.writerows([*rows, row])
+        os.replace(tmp, path)
+        return
     with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["output", "seconds", "finished", "command"])
-        output = os.path.relpath(step.output, step.run) if step.output else "train"
-        writer.writerow([output, f"{seconds:.3f}", time.strftime("%Y-%m-%dT%H:%M:%S"), step.command()])
+        csv.DictWriter(f, STEP_TIME_FIELDS).writerow(row)
 
 
 def task_preset(task: str, preset: str | None) -> str:

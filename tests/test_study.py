@@ -119,6 +119,24 @@ def test_a_job_skips_done_steps_and_records_wall_times(tmp_path):
     assert float(rows[0]["seconds"]) > 0
 
 
+def test_a_training_step_records_the_checkpoint_it_resumed_from_and_old_records_gain_the_column(tmp_path):
+    run = str(tmp_path / "run")
+    os.makedirs(os.path.join(run, "checkpoints", "2000"))
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"run": {"train_steps": 3000}}, f)
+    with open(os.path.join(run, "step_times.csv"), "w", newline="") as f:  # written before from_step existed
+        csv.writer(f).writerows([["output", "seconds", "finished", "command"], ["eval/a/eval.csv", "5.0", "t", "c"]])
+    finish = f"import os; os.makedirs({os.path.join(run, 'checkpoints', '3000')!r})"
+    step = sweep.Step((sys.executable, "-c", finish), run, "")
+    assert not step.done() and step.saved_step() == 2000
+    assert sweep.Job([step])() == [step.command()]
+    assert step.done()
+    with open(os.path.join(run, "step_times.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["output"], r["from_step"]) for r in rows] == [("eval/a/eval.csv", ""), ("train", "2000")]
+    assert rows[0]["seconds"] == "5.0" and float(rows[1]["seconds"]) > 0
+
+
 # scripts.study on a hand-made run tree as scripts.sweep lays it out: one task's seeds 0 and 1 finished, seed 2
 # training, another task not started. Four episodes per weight; outcomes are (success, return) per episode.
 TASK, OTHER_TASK = "cube-single-play-singletask-task2-v0", "scene-play-singletask-task1-v0"
@@ -182,8 +200,9 @@ def write_evaluation(directory, estimator, best_of_n, reset, per_weight, flops, 
             )
 
 
-def write_training_run(root, task, agent, seed, losses, finished=True):
-    """config.json, train.csv (val/critic/loss every 1000 steps) and, when finished, the final checkpoint's dir."""
+def write_training_run(root, task, agent, seed, losses, finished=True, steps_per_s=20.0):
+    """config.json, train.csv (val/critic/loss every 1000 steps, at `steps_per_s`) and, when finished, the final
+    checkpoint's dir."""
     run = sweep.run_dir(str(root), task, agent, seed)
     os.makedirs(run, exist_ok=True)
     estimator = "qgf" if agent == "qgf" else "none"
@@ -191,20 +210,22 @@ def write_training_run(root, task, agent, seed, losses, finished=True):
         json.dump({"agent": agent, "env": task, "seed": seed, "run": {"train_steps": TRAIN_STEPS},
                    "agent_config": {"estimator": estimator, "best_of_n": 1}}, f)  # fmt: skip
     with open(os.path.join(run, "train.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, ["step", "train/critic/loss", "val/critic/loss"])
+        writer = csv.DictWriter(f, ["step", "steps_per_s", "train/critic/loss", "val/critic/loss"])
         writer.writeheader()
-        writer.writerows({"step": 1000 * (i + 1), "train/critic/loss": 0.1, "val/critic/loss": v}
-                         for i, v in enumerate(losses))  # fmt: skip
+        writer.writerows({"step": 1000 * (i + 1), "steps_per_s": steps_per_s, "train/critic/loss": 0.1,
+                          "val/critic/loss": v} for i, v in enumerate(losses))  # fmt: skip
     if finished:
         os.makedirs(os.path.join(run, "checkpoints", str(TRAIN_STEPS)))
     return run
 
 
 def write_step_times(run, rows):
+    """step_times.csv as scripts.sweep writes it: rows (output, seconds, from_step), or (output, seconds) for the
+    format before from_step."""
     with open(os.path.join(run, "step_times.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["output", "seconds", "finished", "command"])
-        writer.writerows([output, seconds, "2026-01-01T00:00:00", "python main.py ..."] for output, seconds in rows)
+        writer.writerow(["output", "seconds", "finished", "command", *(["from_step"] if len(rows[0]) == 3 else [])])
+        writer.writerows([r[0], r[1], "2026-01-01T00:00:00", "python main.py ...", *r[2:]] for r in rows)
 
 
 # Per seed, QGF's reported episodes at w = 0.2 and 0.4 (its own final evaluation) and held-out ones, and BC's.
@@ -317,6 +338,31 @@ def test_study_md_lists_finished_and_missing_cells_critic_losses_and_wall_times(
     assert f"    python -m scripts.sweep --preset=study --tasks={TASK} --seeds=2 --root={runs}" in markdown
     for name in (f"success_vs_weight_{TASK}.png", f"critic_val_loss_{TASK}.png", "success_vs_flops.png"):
         assert f"(study/{name})" in markdown and os.path.getsize(os.path.join(out, "study", name)) > 0
+
+
+def test_a_training_step_cut_and_resumed_counts_its_earlier_attempts_updates(tmp_path):
+    from scripts import study
+
+    # Three runs, each logging 1000-step intervals (train.csv). QGF was cut and resumed from the checkpoint at
+    # 2000: its row holds the last attempt (600 s) and train.csv adds the two intervals before it at 2 steps/s
+    # (1000 s). QFQL's row predates `from_step` and its train.csv (3 × 500 s) sums to more than the row: a resumed
+    # run timed by train.csv alone. FQL ran once: its row (300 s, with loading the data) stays.
+    qgf = write_training_run(tmp_path, TASK, "qgf", 0, [3.0, 1.0, 2.0], steps_per_s=2.0)
+    write_step_times(qgf, [("train", 600.0, 2000), ("eval/x/eval.csv", 60.0, "")])
+    qfql = write_training_run(tmp_path, TASK, "qfql", 0, [3.0, 1.0, 2.0], steps_per_s=2.0)
+    write_step_times(qfql, [("train", 600.0)])
+    fql = write_training_run(tmp_path, TASK, "fql", 0, [1.0, 0.5, 0.5])
+    write_step_times(fql, [("train", 300.0, 0)])
+    assert study.training_loop_seconds(qgf) == pytest.approx(1500.0)
+    assert study.training_loop_seconds(qgf, up_to=2000) == pytest.approx(1000.0)
+    times = study.cell_wall_times(str(tmp_path), TASK, 0)
+    assert times == {
+        "train": {"fql": 300.0, "qfql": 1500.0, "qgf": 1600.0},
+        "marks": {"fql": "", "qfql": "‡", "qgf": "†"},
+        "eval": 60.0,
+        "evals": 1,
+    }
+    assert f"| {TASK} | 0 | 5.0 | 25.0‡ | 26.7† | 1.0 (1) | 57.7 |" in study.wall_table(str(tmp_path), [TASK], [0])
 
 
 def test_a_rerun_replaces_only_the_generated_part(study, tmp_path):

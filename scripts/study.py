@@ -541,10 +541,12 @@ def during_training_table(by_step: dict) -> list:
 
 
 def count_table(counts: dict, seeds: list) -> list:
-    """Per method, episode_counts' counts over every weight and both episode sets, per seed and in all; then per
-    weight for the methods with a weight sweep."""
+    """Per method, episode_counts' counts over every weight and both episode sets, per seed (`seeds` and any other
+    seed counted, so that the columns add up to "all") and in all; then per weight for the methods with a weight
+    sweep."""
     if not counts:
         return ["No episodes.csv in these evaluations (runs before commit 58b68d9 wrote none)."]
+    seeds = sorted(set(seeds) | {s for _, s, _ in counts})
     methods = table.ordered_methods({(None, m): None for m, _, _ in counts})
 
     def total(method: str, seed=None, weight=None) -> str:

@@ -502,6 +502,10 @@ def test_study_counts_successes_and_the_puzzle_episodes_left_untouched(study, tm
     assert "Puzzle left untouched" not in study[3]  # the cube task's losses return −200 too
     # The cube fixture's successes: QGF per seed 5 reported + 2 held-out of 16; seed 2 has not evaluated.
     assert "| QGF | 7 of 16 | 7 of 16 | — | 14 of 32 |" in study[3]
+    # A seed counted but not asked for gets its column, so that the seeds add up to "all".
+    assert "| QGF | 1 of 4 | 2 of 6 | 3 of 10 |" in study_module.count_table(
+        {("qgf", 1, 0.1): (2, 6), ("qgf", 0, 0.1): (1, 4)}, [0]
+    )
     assert study_module.count_table({}, [0]) == ["No episodes.csv in these evaluations (runs before commit 58b68d9 "
                                                  "wrote none)."]  # fmt: skip
     assert study_module.puzzle_start_reward("puzzle-3x3-play-singletask-task1-v0") == -6.0

@@ -545,12 +545,14 @@ def _run_workers(dataset_name, seed, blocks, max_episode_steps, directory, bar) 
         for p in procs:
             p.join()
     finally:
-        for conn in receivers:
-            conn.close()
+        # Workers first: one still sending into a pipe closed under it would print a BrokenPipeError's traceback
+        # after the parent's own last line (a Ctrl-C's "stopped ..." message).
         for p in procs:
             if p.is_alive():
                 p.terminate()
                 p.join()
+        for conn in receivers:
+            conn.close()
 
 
 def stopped_message(name: str, dataset_dir: str, seed: int, max_episode_steps: int) -> str:

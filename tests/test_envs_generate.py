@@ -203,16 +203,17 @@ def test_the_measured_pace_after_the_first_episodes():
     assert len(printed) == 1
 
 
-def test_a_stopped_generation_leaves_no_final_file_and_keeps_its_finished_episodes(tmp_path):
-    proc = subprocess.Popen(
+def start_generation(directory):
+    """A generation of far more episodes than can finish before the test's interrupt, however busy the machine."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "envs.generate",
             "--dataset=cube-single-play-v0",
-            "--episodes=500",  # far more than can finish before the interrupt, however busy the machine
+            "--episodes=500",
             "--max_episode_steps=100",
-            f"--dir={tmp_path}",
+            f"--dir={directory}",
             "--workers=2",
             "--no_progress",
         ],
@@ -221,9 +222,19 @@ def test_a_stopped_generation_leaves_no_final_file_and_keeps_its_finished_episod
         stderr=subprocess.PIPE,
         text=True,
         env={key: value for key, value in os.environ.items() if key != "DISPLAY"},
-        # A pytest-xdist worker ignores SIGINT and a child inherits that: Python then never raises KeyboardInterrupt.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def test_a_stopped_generation_leaves_no_final_file_and_keeps_its_finished_episodes(tmp_path):
+    # A pytest-xdist worker ignores SIGINT, and an ignored signal stays ignored across exec: the child would never
+    # raise KeyboardInterrupt. A handled one is reset to its default at exec, so SIGINT is handled while the child
+    # starts (rather than reset in the child by `preexec_fn`, which runs Python between the fork and the exec of
+    # this multithreaded process: JAX warns that this may deadlock).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = start_generation(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stdout.readline().startswith("Generating")
     kept = gen.episodes_dir(str(tmp_path), "cube-single-play-v0", 0, 100)
     deadline = time.time() + 60

@@ -58,6 +58,15 @@ def velocity_field(config: ml_collections.ConfigDict, flat_action_dim: int) -> V
     )
 
 
+def guiding_critic(config: ml_collections.ConfigDict, state: QGFState, observations, goals=None):
+    """(context, q): `q(context, flat action chunks [B, D]) -> [B]` is the Q that guides the sampler and ranks
+    best-of-N, `config.critic_aggregation` over the ensemble; the context holds the observations' share of its first
+    layer (networks/conditioning.py). The official sampler guides with the target Q̄ (`guidance_critic="target"`)."""
+    guide = state.target_critic if config.guidance_critic == "target" else state.critic
+    context, members = condition_critic(critic_networks(config)[0], guide.params, observations, goals)
+    return context, lambda context, actions: aggregate(members(context, actions), config.critic_aggregation)
+
+
 def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
     """The qgf agent. `policy_loss(policy_params, state, batch, key) -> (loss, metrics)` replaces flow-matching
     BC as the velocity field's loss (EDP adds a Q term there); the critic, value, state and `act` stay qgf's."""
@@ -106,21 +115,19 @@ def make_qgf(config: ml_collections.ConfigDict, policy_loss=None) -> Agent:
         weight = config.guidance_weight if guidance_weight is None else guidance_weight
         batch_size = observations.shape[0]
         flat_action_dim = horizon * state.action_dim
-        # The critic that guides and ranks: the official sampler uses the target Q̄ (`guidance_critic="target"`).
-        guide = state.target_critic if config.guidance_critic == "target" else state.critic
         # Both networks' first layers split by input rows: the observations' share is computed here, once, and
         # each Euler step adds the action's (networks/conditioning.py); the contexts ride along as the sampler's
         # per-row inputs, so best-of-N repeats them with the rows.
         velocity_context, velocity = condition_velocity_field(
             velocity_field(config, flat_action_dim), state.policy.params, observations, goals
         )
-        critic_context, critic = condition_critic(critic_networks(config)[0], guide.params, observations, goals)
+        critic_context, critic = guiding_critic(config, state, observations, goals)
 
         def velocity_fn(contexts, actions, times):
             return velocity(contexts[0], actions, times)
 
         def critic_fn(contexts, actions):
-            return aggregate(critic(contexts[1], actions), config.critic_aggregation)
+            return critic(contexts[1], actions)
 
         contexts = (velocity_context, critic_context)
         actions = sample_chunks(velocity_fn, critic_fn, contexts, key, flat_action_dim, weight, config, unroll=unroll)

@@ -24,10 +24,8 @@ import ml_collections
 import numpy as np
 
 import agents
-from agents.iql import critic_networks
+from agents.qgf import guiding_critic
 from envs.datasets import dataset_paths
-from networks import aggregate
-from networks.conditioning import condition_critic
 from runner.checkpoints import Checkpoints
 from runner.devices import placement
 from runner.run_data import device_dataset, make_sampler, placeholder_dataset
@@ -87,17 +85,6 @@ def validation_observations(saved: dict, count: int, seed: int) -> np.ndarray:
     return observations[np.sort(rows)].astype(np.float32)
 
 
-def guiding_critic(agent_config, state):
-    """`critic(observations, flat action chunks) -> [B]`: the Q the run's sampler guides with and ranks by."""
-    guide = state.target_critic if agent_config.guidance_critic == "target" else state.critic
-
-    def critic(observations, actions):
-        context, q = condition_critic(critic_networks(agent_config)[0], guide.params, observations)
-        return aggregate(q(context, actions), agent_config.critic_aggregation)
-
-    return critic
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a qgf training run dir (its config.json and checkpoints)")
@@ -115,8 +102,11 @@ def main(argv=None) -> None:
     def act(observations, key, weights):
         return agent.act(state, observations, key, guidance_weight=weights).reshape(observations.shape[0], -1)
 
-    critic = jax.jit(guiding_critic(config, state))
-    rows = push(jax.jit(act), critic, observations, weights, jax.random.PRNGKey(args.seed))
+    def critic(observations, actions):
+        context, q = guiding_critic(config, state, observations)
+        return q(context, actions)
+
+    rows = push(jax.jit(act), jax.jit(critic), observations, weights, jax.random.PRNGKey(args.seed))
     estimator = args.estimator or config.estimator
     print(
         f"{args.run}: step {step}, γ = {config.discount}, estimator {estimator}, {len(observations)} validation "

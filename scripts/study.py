@@ -96,6 +96,13 @@ def latest_evaluations(root: str) -> dict:
     return {(task, m, seed, role): (path, run) for task, m, seed, role, path, run in table.evaluations(root)}
 
 
+def results_of_seeds(results: dict, seeds) -> dict:
+    """scripts.table.collect's results restricted to `seeds`: a report over the seeds asked for, whatever else
+    the run dirs hold (a seed still training beside them, say)."""
+    kept = {key: {s: entry for s, entry in per_seed.items() if s in seeds} for key, per_seed in results.items()}
+    return {key: per_seed for key, per_seed in kept.items() if per_seed}
+
+
 def step_times(run: str) -> list:
     """The rows of a run dir's step_times.csv (scripts.sweep: output, seconds, finished, command), [] without one."""
     path = os.path.join(run, "step_times.csv")
@@ -541,12 +548,11 @@ def during_training_table(by_step: dict) -> list:
 
 
 def count_table(counts: dict, seeds: list) -> list:
-    """Per method, episode_counts' counts over every weight and both episode sets, per seed (`seeds` and any other
-    seed counted, so that the columns add up to "all") and in all; then per weight for the methods with a weight
-    sweep."""
+    """Per method, episode_counts' counts over every weight and both episode sets, per seed of `seeds` and in all;
+    then per weight for the methods with a weight sweep."""
     if not counts:
         return ["No episodes.csv in these evaluations (runs before commit 58b68d9 wrote none)."]
-    seeds = sorted(set(seeds) | {s for _, s, _ in counts})
+    seeds = sorted(seeds)
     methods = table.ordered_methods({(None, m): None for m, _, _ in counts})
 
     def total(method: str, seed=None, weight=None) -> str:
@@ -780,8 +786,10 @@ def generate(
 ) -> tuple[str, list]:
     """The generated markdown and study.csv's rows; writes the figures under `<out>/study/`. With `dataset_dir`,
     also how often each task's dataset reaches its goal."""
-    evaluations = latest_evaluations(runs)
-    results = {metric: table.collect(runs, column) for metric, (column, _, _) in METRICS.items()}
+    evaluations = {k: v for k, v in latest_evaluations(runs).items() if k[2] in seeds}
+    results = {
+        metric: results_of_seeds(table.collect(runs, column), seeds) for metric, (column, _, _) in METRICS.items()
+    }
     cells = {metric: table.summarize(results[metric], METRICS[metric][1]) for metric in METRICS}
     chosen = {metric: {k: c["weight"] for k, c in cells[metric].items()} for metric in METRICS}
     command = study_command(runs, out, preset, tasks, seeds)
@@ -880,7 +888,7 @@ def generate(
                 "",
                 *count_table(episode_counts(evaluations, task, held_the_start(start_reward)), seeds),
             ]
-    during = {k: v for k, v in evaluations_during_training(runs).items() if k[0] in with_data}
+    during = {k: v for k, v in evaluations_during_training(runs).items() if k[0] in with_data and k[2] in seeds}
     if during:
         lines += [
             "",
@@ -911,7 +919,7 @@ def generate(
         "",
         *(["![success against FLOPs per decision](study/success_vs_flops.png)"] if with_data else []),
     ]
-    curves = critic_curves(runs)
+    curves = {k: v for k, v in critic_curves(runs).items() if k[2] in seeds}
     lines += [
         "",
         "## The critics' validation loss",
@@ -962,9 +970,10 @@ def write_study(
     """Writes `<out>/study.csv`, the generated part of `<out>/study.md` and its figures; returns both paths."""
     if not os.path.isdir(runs):
         raise SystemExit(f"error: --runs={runs} is not a directory (the study's run dirs, scripts.sweep's --root)")
-    if not table.summarize(table.collect(runs)):  # A report writer never replaces results with nothing.
+    if not table.summarize(results_of_seeds(table.collect(runs), seeds)):  # Never replace results with nothing.
         raise SystemExit(
-            f"error: no evaluations found under --runs={runs} (the study's run dirs, scripts.sweep's --root); "
+            f"error: no evaluations of seeds {list(seeds)} found under --runs={runs} (the study's run dirs, "
+            "scripts.sweep's --root); "
             f"{os.path.join(out, 'study.csv')} and study.md are left as they were"
         )
     os.makedirs(out, exist_ok=True)
@@ -998,7 +1007,12 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--tasks", type=lambda s: s.split(","), default=None, help="default: the part's (part 1: four, part 2: two)"
     )
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(STUDY_SEEDS))
+    parser.add_argument(
+        "--seeds",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=list(STUDY_SEEDS),
+        help="the seeds reported, comma-separated (default 0,1,2); run dirs of other seeds under --runs are left out",
+    )
     parser.add_argument(
         "--dataset_dir",
         default=None,

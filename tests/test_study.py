@@ -365,6 +365,21 @@ def test_a_training_step_cut_and_resumed_counts_its_earlier_attempts_updates(tmp
     assert f"| {TASK} | 0 | 5.0 | 25.0‡ | 26.7† | 1.0 (1) | 57.7 |" in study.wall_table(str(tmp_path), [TASK], [0])
 
 
+def test_the_report_holds_only_the_seeds_asked_for(study, tmp_path):
+    """Seed 0's results stay out of a report on seed 1, though its run dirs lie beside seed 1's."""
+    from scripts import study as study_module
+
+    runs, *_ = study
+    csv_path, md_path = study_module.write_study(str(runs), str(tmp_path), tasks=(TASK,), seeds=(1,))
+    with open(csv_path) as f:
+        assert {r["seed"] for r in csv.DictReader(f)} == {"1"}
+    markdown = open(md_path).read()
+    # BC: seed 1's 2 of 4; seed 0's were 1 of 4, and both together 37.5 ± 12.5.
+    assert f"| {TASK} | BC | (none) | 50.0 (1 seed) | 1 | 50.0 (1 seed) |" in markdown
+    assert "| BC | 2 of 4 | 2 of 4 |" in markdown and "seed 0" not in markdown
+    assert "| qgf | 0 |" not in markdown and "| qgf | 1 | 1000–3000 |" in markdown  # The critics' rows.
+
+
 def test_a_rerun_replaces_only_the_generated_part(study, tmp_path):
     from scripts import study as study_module
 
@@ -387,20 +402,22 @@ def test_a_rerun_replaces_only_the_generated_part(study, tmp_path):
 
 
 def test_runs_without_an_evaluation_leave_the_study_as_it_was(study, tmp_path, capsys):
-    """A mistyped --runs (a directory without cells), or runs still training, never replace the results."""
+    """A mistyped --runs (a directory without cells), runs still training, or seeds not run yet never replace the
+    results."""
     from scripts import study as study_module
 
-    _, out, _, _ = study
+    finished, out, _, _ = study
     before = {name: (out / name).read_bytes() for name in ("study.csv", "study.md")}
     figures = sorted(os.listdir(out / "study"))
     training = tmp_path / "training"
     write_training_run(training, TASK, "qgf", 0, [4.0], finished=False)  # train.csv and a config, no eval.csv
-    for runs in (tmp_path / "empty", training):
+    for runs, seeds in ((tmp_path / "empty", "0,1,2"), (training, "0,1,2"), (finished, "3")):
         runs.mkdir(exist_ok=True)
         with pytest.raises(SystemExit) as exit_:
-            study_module.main([f"--runs={runs}", f"--out={out}", "--dataset_dir="])
+            study_module.main([f"--runs={runs}", f"--out={out}", "--dataset_dir=", f"--seeds={seeds}"])
         message = str(exit_.value.code)
-        assert message.startswith(f"error: no evaluations found under --runs={runs} ") and "\n" not in message
+        expected = f"error: no evaluations of seeds [{seeds.replace(',', ', ')}] found under --runs={runs} "
+        assert message.startswith(expected) and "\n" not in message
         assert "left as they were" in message
         print(message)
     assert {name: (out / name).read_bytes() for name in before} == before
@@ -502,10 +519,6 @@ def test_study_counts_successes_and_the_puzzle_episodes_left_untouched(study, tm
     assert "Puzzle left untouched" not in study[3]  # the cube task's losses return −200 too
     # The cube fixture's successes: QGF per seed 5 reported + 2 held-out of 16; seed 2 has not evaluated.
     assert "| QGF | 7 of 16 | 7 of 16 | — | 14 of 32 |" in study[3]
-    # A seed counted but not asked for gets its column, so that the seeds add up to "all".
-    assert "| QGF | 1 of 4 | 2 of 6 | 3 of 10 |" in study_module.count_table(
-        {("qgf", 1, 0.1): (2, 6), ("qgf", 0, 0.1): (1, 4)}, [0]
-    )
     assert study_module.count_table({}, [0]) == ["No episodes.csv in these evaluations (runs before commit 58b68d9 "
                                                  "wrote none)."]  # fmt: skip
     assert study_module.puzzle_start_reward("puzzle-3x3-play-singletask-task1-v0") == -6.0

@@ -2,7 +2,7 @@
 (docs/study.md, OGBench's data size): `python -m scripts.study --preset=study-1000ep` (into docs/study-1000ep/).
 
 Reads whatever the study (`python -m scripts.sweep --preset=study --tasks=<task> --seeds=<s>`) has left under
-`--runs` and writes
+`--runs` for the seeds `--seeds` names (default 0, 1, 2; other seeds' run dirs are left out) and writes
 
 - `<out>/study.csv`: one row per task, method, seed, guidance weight and episode set (held-out or reported):
   success and its standard error over episodes, mean return and its standard error, episodes, FLOPs per decision

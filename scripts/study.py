@@ -288,16 +288,31 @@ def critic_curves(root: str) -> dict:
     return curves
 
 
+def step_finished(step: sweep.Step) -> bool:
+    """scripts.sweep's test of a step, or for a training step whose checkpoints are not kept (scripts.records):
+    its run's own evaluation at its last update, which main.py makes only once that update's checkpoint is saved."""
+    if step.done() or step.output:
+        return step.done()
+    try:
+        with open(os.path.join(step.run, "config.json")) as f:
+            train_steps = json.load(f)["run"]["train_steps"]
+        with open(os.path.join(step.run, "eval.csv")) as f:
+            evaluated = {int(float(r["step"])) for r in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError):
+        return False
+    return train_steps in evaluated
+
+
 def cell_status(root: str, task: str, seed: int, preset: str = "study") -> tuple[bool, str]:
     """(finished, what is there) of one cell: every step scripts.sweep plans for it (trainings and evaluations)."""
     args = sweep.parse_args([f"--preset={preset}", f"--tasks={task}", f"--seeds={seed}", f"--root={root}"])
     steps = [step for job in sweep.plan(args) for step in job]
-    done = sum(step.done() for step in steps)
+    done = sum(step_finished(step) for step in steps)
     if done == len(steps):
         return True, "done"
     notes = []
     for step in steps:
-        if step.output or step.done():
+        if step.output or step_finished(step):
             continue
         agent, path = os.path.basename(os.path.dirname(step.run)), os.path.join(step.run, "train.csv")
         if os.path.exists(path):

@@ -424,6 +424,34 @@ def test_runs_without_an_evaluation_leave_the_study_as_it_was(study, tmp_path, c
     assert sorted(os.listdir(out / "study")) == figures
 
 
+def test_records_without_checkpoints_give_the_same_tables(study, tmp_path, capsys):
+    """scripts.records keeps a study's CSV and JSON files without checkpoints; the tables written from them are the
+    tables of the run dirs, finished cells included (their training is known done by its final evaluation)."""
+    from scripts import records
+    from scripts import study as study_module
+
+    runs, out, _, markdown = study
+    kept = tmp_path / "records"
+    records.main([f"--runs={runs}", f"--out={kept}"])
+    runs_copied = [
+        f"{TASK}/{agent}/seed{seed}" for agent, seeds in (("fql", (0, 1)), ("qgf", (0, 1, 2))) for seed in seeds
+    ]
+    assert capsys.readouterr().out.split("\n")[1:-1] == [f"  {r}" for r in runs_copied]
+    kept_files = {os.path.relpath(os.path.join(d, n), kept) for d, _, names in os.walk(kept) for n in names}
+    heldout = sweep.eval_dir(os.path.join(TASK, "qgf", "seed0"), "qgf", 1, sweep.heldout_reset_seed(0))
+    expected = {"config.json", "train.csv", "eval.csv", "episodes.csv", "step_times.csv"}
+    assert {os.path.join(TASK, "qgf", "seed0", name) for name in expected} <= kept_files
+    assert {os.path.join(heldout, "eval.csv"), os.path.join(heldout, "episodes.csv")} <= kept_files
+    assert os.path.isdir(os.path.join(runs, TASK, "qgf", "seed0", "checkpoints"))
+    assert not any("checkpoints" in path or path.endswith(".tmp") for path in kept_files)
+    again = tmp_path / "docs"
+    csv_path, md_path = study_module.write_study(str(kept), str(again), tasks=(TASK, OTHER_TASK), seeds=(0, 1, 2))
+    assert open(csv_path).read() == (out / "study.csv").read_text()
+    assert open(md_path).read() == markdown.replace(str(runs), str(kept)).replace(str(out), str(again))
+    with pytest.raises(SystemExit, match="is not a directory"):
+        records.main([f"--runs={tmp_path / 'nowhere'}", f"--out={kept}"])
+
+
 def test_one_weight_table_picks_the_weight_best_on_heldout_episodes_over_tasks():
     from scripts import study
 

@@ -2,6 +2,7 @@
 its sampler."""
 
 import functools
+import hashlib
 import os
 
 import numpy as np
@@ -27,6 +28,18 @@ def load_data(env_name: str, run, data: str, progress: bool) -> tuple:
     dataset_dir = os.path.expanduser(run.dataset_dir or envs.default_dataset_dir())
     obtain_missing_files(env_name, run, dataset_dir, data, progress)
     return envs.make_env_and_datasets(env_name, dataset_dir=dataset_dir, dataset_path=run.dataset_path or None)
+
+
+def content_sha256(dataset: dict) -> str:
+    """The sha256 of a dataset's arrays (each one's name, dtype, shape and bytes, in name order): the same for the
+    same data however it was stored or obtained, so data generated again (a new machine) can be checked against
+    the run that trained on it (data.json)."""
+    digest = hashlib.sha256()
+    for name in sorted(dataset):
+        array = np.ascontiguousarray(dataset[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
 
 
 def placeholder_dataset(env_name: str, config) -> dict:

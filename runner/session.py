@@ -23,6 +23,7 @@ from runner.evaluation import make_sweep_evaluator
 from runner.report import format_data, write_report
 from runner.run_data import (
     check_data_fits,
+    content_sha256,
     device_dataset,
     load_data,
     make_sampler,
@@ -242,6 +243,7 @@ def _open_session(plan: RunPlan, locks: list) -> Session:
         slices = len(envs.slice_paths(slice_directory(plan.run))) if slice_directory(plan.run) else 1
         loaded = {**(plan.seed_configs[0].get("dataset") or {}), "slices": slices}
         loaded["transitions"] = slices * len(train_data["observations"])  # with slices: about, from the first one
+        loaded["content_sha256"] = content_sha256(train_data)  # with slices: the first one's
         for train_dir in plan.train_dirs:
             write_json(os.path.join(train_dir, "data.json"), loaded)
         data_line = format_data(loaded)

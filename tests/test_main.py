@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY_RUN_FLAGS, TINY_TASK, read_csv, run_main
 
 
-def test_a_tiny_run_leaves_every_artifact(finished_run):
+def test_a_tiny_run_leaves_every_artifact(finished_run, tiny_dataset_dir):
     names = set(os.listdir(finished_run))
     assert {"config.json", "train.csv", "eval.csv", "episodes.csv", "report.md", "checkpoints"} <= names
     assert "success_vs_weight.png" in names
@@ -30,6 +30,13 @@ def test_a_tiny_run_leaves_every_artifact(finished_run):
     assert config["dataset"]["path"].endswith("cube-single-play-v0.npz")
     data = json.load(open(os.path.join(finished_run, "data.json")))
     assert (data["kind"], data["transitions"], data["slices"]) == ("generated here", 2 * 59, 1)
+    # ... and its arrays' fingerprint, which the same data loaded again gives (a dataset generated anew can be
+    # checked against the run).
+    import envs
+    from runner.run_data import content_sha256
+
+    _, loaded, _ = envs.make_env_and_datasets(TINY_TASK, dataset_dir=tiny_dataset_dir)
+    assert data["content_sha256"] == content_sha256(loaded) and len(data["content_sha256"]) == 64
     assert f"Training data: generated here, `{data['path']}` (118 transitions)." in report
     # episodes.csv: every episode, its reset seed (the same per index across weights: paired), and eval.csv's
     # means and standard errors are theirs.
@@ -73,6 +80,21 @@ def read_events(path: str) -> list:
         events.append(Event.FromString(data[offset + 12 : offset + 12 + length]))
         offset += 12 + length + 4
     return events
+
+
+def test_the_data_fingerprint_follows_the_arrays_not_their_storage():
+    from runner.run_data import content_sha256
+
+    data = {"observations": np.arange(6, dtype=np.float32).reshape(3, 2), "rewards": np.zeros(3, np.float32)}
+    same = {"rewards": data["rewards"].copy(), "observations": np.asfortranarray(data["observations"])}
+    assert content_sha256(same) == content_sha256(data)
+    for changed in (
+        {**data, "rewards": data["rewards"] + np.float32([0, 0, 1e-6])},
+        {**data, "rewards": data["rewards"].astype(np.float64)},
+        {**data, "observations": data["observations"].reshape(2, 3)},
+        {**data, "masks": np.ones(3, np.float32)},
+    ):
+        assert content_sha256(changed) != content_sha256(data)
 
 
 def test_eval_only_reproduces_the_eval_row(finished_run, tmp_path):

@@ -668,6 +668,15 @@ def wall_table(root: str, tasks: list, seeds: list) -> list:
     return lines if cells else ["No step_times.csv yet."]
 
 
+RECORDS_FILE = "records.json"  # scripts.records marks a records tree with it: run dirs' CSV and JSON, no checkpoints
+
+
+def sweep_root(runs: str, preset: str) -> str:
+    """The root of the sweep that finishes a cell of `runs`: `runs` itself, but for records (scripts.records) the
+    preset's run root, since records keep no checkpoint to resume from and are no place to train."""
+    return sweep.study_root(preset) if os.path.exists(os.path.join(runs, RECORDS_FILE)) else runs
+
+
 def sweep_command(task: str, seed: int, root: str, preset: str = "study") -> str:
     where = "" if os.path.normpath(root) == os.path.normpath(sweep.study_root(preset)) else f" --root={root}"
     return f"python -m scripts.sweep --preset={preset} --tasks={task} --seeds={seed}{where}"
@@ -970,7 +979,7 @@ def generate(
         "",
         "Each cell (the sweep skips what is done, so rerunning one resumes it):",
         "",
-        *[f"    {sweep_command(t, s, runs, preset)}" for t in tasks for s in seeds],
+        *[f"    {sweep_command(t, s, sweep_root(runs, preset), preset)}" for t in tasks for s in seeds],
         "",
         "This part and study.csv:",
         "",

@@ -444,10 +444,15 @@ def test_records_without_checkpoints_give_the_same_tables(study, tmp_path, capsy
     assert {os.path.join(heldout, "eval.csv"), os.path.join(heldout, "episodes.csv")} <= kept_files
     assert os.path.isdir(os.path.join(runs, TASK, "qgf", "seed0", "checkpoints"))
     assert not any("checkpoints" in path or path.endswith(".tmp") for path in kept_files)
+    assert json.load(open(kept / study_module.RECORDS_FILE))["run_dirs"] == runs_copied
     again = tmp_path / "docs"
     csv_path, md_path = study_module.write_study(str(kept), str(again), tasks=(TASK, OTHER_TASK), seeds=(0, 1, 2))
     assert open(csv_path).read() == (out / "study.csv").read_text()
-    assert open(md_path).read() == markdown.replace(str(runs), str(kept)).replace(str(out), str(again))
+    # ... but for the commands that finish a cell: records hold no checkpoints, so those name the runs' root.
+    written = open(md_path).read()
+    assert f"--root={kept}" not in written and f"--seeds=2 --root={runs}" in markdown
+    finish = markdown.replace(f" --root={runs}", "")
+    assert written == finish.replace(str(runs), str(kept)).replace(str(out), str(again))
     with pytest.raises(SystemExit, match="is not a directory"):
         records.main([f"--runs={tmp_path / 'nowhere'}", f"--out={kept}"])
 

@@ -9,11 +9,11 @@ gone (a machine replaced between sessions took 4 h of part 2's rung 2 with it).
 
 import argparse
 import glob
-import json
 import os
 import shutil
 
 import configs
+from runner.run_dir import write_json
 from scripts import study, sweep
 
 RECORD_SUFFIXES = (".csv", ".json")
@@ -59,10 +59,7 @@ def copy_records(runs: str, out: str) -> list:
             copy_atomically(os.path.join(run, name), os.path.join(out, relative, name))
         copied.append(relative)
     if copied:  # scripts.study then knows a records tree: its commands finish a cell under the runs' root
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, study.RECORDS_FILE) + ".tmp", "w") as f:
-            json.dump({"runs": runs, "run_dirs": copied}, f, indent=2)
-        os.replace(os.path.join(out, study.RECORDS_FILE) + ".tmp", os.path.join(out, study.RECORDS_FILE))
+        write_json(os.path.join(out, study.RECORDS_FILE), {"runs": runs, "run_dirs": copied})
     return copied
 
 

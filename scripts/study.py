@@ -291,8 +291,9 @@ def critic_curves(root: str) -> dict:
 def step_finished(step: sweep.Step) -> bool:
     """scripts.sweep's test of a step, or for a training step whose checkpoints are not kept (scripts.records):
     its run's own evaluation at its last update, which main.py makes only once that update's checkpoint is saved."""
-    if step.done() or step.output:
-        return step.done()
+    done = step.done()
+    if done or step.output:
+        return done
     try:
         with open(os.path.join(step.run, "config.json")) as f:
             train_steps = json.load(f)["run"]["train_steps"]
@@ -307,12 +308,13 @@ def cell_status(root: str, task: str, seed: int, preset: str = "study") -> tuple
     """(finished, what is there) of one cell: every step scripts.sweep plans for it (trainings and evaluations)."""
     args = sweep.parse_args([f"--preset={preset}", f"--tasks={task}", f"--seeds={seed}", f"--root={root}"])
     steps = [step for job in sweep.plan(args) for step in job]
-    done = sum(step_finished(step) for step in steps)
+    finished = [step_finished(step) for step in steps]
+    done = sum(finished)
     if done == len(steps):
         return True, "done"
     notes = []
-    for step in steps:
-        if step.output or step_finished(step):
+    for step, step_done in zip(steps, finished, strict=True):
+        if step.output or step_done:
             continue
         agent, path = os.path.basename(os.path.dirname(step.run)), os.path.join(step.run, "train.csv")
         if os.path.exists(path):
